@@ -1,0 +1,101 @@
+"""Diffusion backends: one module per family behind the :class:`Backend` protocol, chosen by pipeline class."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .base import Backend, Trajectory
+from .stable_diffusion import StableDiffusionBackend
+
+__all__ = [
+    "Backend",
+    "ModelNotAvailableError",
+    "StableDiffusionBackend",
+    "Trajectory",
+    "load_pipeline",
+    "make_backend",
+    "supported_pipelines",
+]
+
+
+class ModelNotAvailableError(OSError):
+    """A pipeline folder or model id that cannot be loaded (not in the local cache, offline)."""
+
+
+def _sd_classes() -> tuple[type, ...]:
+    from diffusers import StableDiffusionPipeline
+
+    return (StableDiffusionPipeline,)
+
+
+# (name shown to users, the classes it accepts, the backend factory); later families append here.
+_FAMILIES: list[tuple[str, Callable[[], tuple[type, ...]], Callable[..., Any]]] = [
+    ("StableDiffusionPipeline (Stable Diffusion 1.x / 2.x)", _sd_classes, StableDiffusionBackend),
+]
+
+
+def supported_pipelines() -> list[str]:
+    """Names of the pipeline classes that have a backend."""
+    return [name for name, _, _ in _FAMILIES]
+
+
+def make_backend(pipeline: Any, **sampling: Any) -> Backend:
+    """The backend for ``pipeline``'s class, configured with ``sampling`` (steps, guidance, size, ...)."""
+    for _, classes, factory in _FAMILIES:
+        if isinstance(pipeline, classes()):
+            return factory(pipeline, **sampling)
+    raise TypeError(
+        f"No PromptLoop backend for pipeline class {type(pipeline).__name__}. "
+        f"Supported: {', '.join(supported_pipelines())}."
+    )
+
+
+def load_pipeline(
+    spec: str | os.PathLike,
+    *,
+    torch_dtype: Any = None,
+    device: str | None = None,
+    local_files_only: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load a diffusers pipeline from a local folder or a model id in the Hugging Face cache.
+
+    Weights load from safetensors only (``use_safetensors=True``); the safety checker is not loaded (the
+    environment never calls it). ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
+
+    Raises:
+        ModelNotAvailableError: naming the folder or id and how to make it available.
+    """
+    from diffusers import DiffusionPipeline
+
+    spec = os.fspath(spec)
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    options: dict[str, Any] = dict(use_safetensors=True, safety_checker=None, requires_safety_checker=False)
+    options.update(kwargs)
+    if torch_dtype is not None:
+        options["torch_dtype"] = torch_dtype
+    is_folder = os.path.isdir(spec)
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(
+            spec, local_files_only=local_files_only or is_folder, **options
+        )
+    except (OSError, ValueError, EnvironmentError) as err:
+        if is_folder:
+            raise ModelNotAvailableError(
+                f"Could not load a diffusers pipeline from the folder {spec!r}: {err}. Expected a folder "
+                "written by `pipeline.save_pretrained(...)` with safetensors weights."
+            ) from err
+        raise ModelNotAvailableError(
+            f"The diffusion model {spec!r} is not available offline: it is not in the local Hugging Face cache "
+            f"({'downloads are off' if local_files_only else 'and downloading it failed'}: "
+            f"{type(err).__name__}). Download it once where the hub is reachable (`hf download {spec}`), "
+            "or pass a local folder or a pipeline object as `pipeline=`."
+        ) from err
+    if device is not None:
+        pipeline = pipeline.to(device)
+    if hasattr(pipeline, "set_progress_bar_config"):
+        pipeline.set_progress_bar_config(disable=True)
+    return pipeline

@@ -1,0 +1,393 @@
+"""``PromptLoop-v0``: one text-to-image sampling trajectory as a Gymnasium environment (the engine with N = 1)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import string
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from PIL import Image
+
+from .backends import load_pipeline, make_backend
+from .core import MAX_PROMPT_CHARS, Engine, Refinement
+from .previews import make_preview
+from .prompts import make_prompt_source
+from .rewards import make_reward
+from .schedules import draw_schedule, validate_schedule
+
+__all__ = ["PRINTABLE", "PromptLoopEnv", "default_pipeline"]
+
+#: The Text spaces' charset: printable ASCII without the control whitespace (tabs, line breaks).
+PRINTABLE = "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
+
+
+@functools.lru_cache(maxsize=1)
+def default_pipeline():
+    """The offline default model (built once per process and shared by every env that uses it)."""
+    from .tiny import tiny_stable_diffusion
+
+    return tiny_stable_diffusion()
+
+
+def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
+    if pipeline is None:
+        pipeline = default_pipeline()
+    elif isinstance(pipeline, (str, os.PathLike)):
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        pipeline = load_pipeline(
+            pipeline, torch_dtype=torch_dtype, device=device, local_files_only=local_files_only
+        )
+        device = None
+    if device is not None:
+        pipeline = pipeline.to(device)
+    return pipeline
+
+
+def _scheduler_from_name(name: str, template: Any) -> Any:
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    classes = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}
+    if name not in classes:
+        raise ValueError(f"Unknown scheduler {name!r}; expected one of {', '.join(map(repr, classes))}.")
+    extra = {"algorithm_type": "dpmsolver++"} if name == "dpm++" else {}
+    return classes[name].from_config(template.config, **extra)
+
+
+class _Episodes:
+    """What the single and the vector env share: building the engine and drawing an episode's start."""
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "rgb_array_list"], "render_fps": 2}
+
+    def _setup(
+        self,
+        *,
+        num_envs: int,
+        pipeline: Any,
+        num_inference_steps: int,
+        num_refinements: int,
+        schedule: str | Sequence[int],
+        guidance_scale: float,
+        negative_prompt: str | None,
+        height: int | None,
+        width: int | None,
+        preview: Any,
+        preview_size: int | tuple[int, int] | None,
+        reward: Any,
+        prompts: Any,
+        scheduler: str | None,
+        render_mode: str | None,
+        device: Any,
+        torch_dtype: Any,
+        local_files_only: bool | None,
+        profile: bool,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"Unknown render_mode {render_mode!r}; expected None or one of {self.metadata['render_modes']}."
+            )
+        self.render_mode = render_mode
+        self.num_inference_steps = int(num_inference_steps)
+        self.num_refinements = int(num_refinements)
+        self.schedule = validate_schedule(schedule, self.num_refinements, self.num_inference_steps)
+        self._reward = make_reward(reward)
+        self._prompt_source = make_prompt_source(prompts)
+        pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
+        sampling: dict[str, Any] = dict(
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+        )
+        if scheduler is not None:
+            sampling["scheduler"] = _scheduler_from_name(scheduler, pipe.scheduler)
+        backend = make_backend(pipe, **sampling)
+        if preview_size is None:
+            size = (backend.height, backend.width)
+        elif isinstance(preview_size, int):
+            size = (preview_size, preview_size)
+        else:
+            size = (int(preview_size[0]), int(preview_size[1]))
+        self.preview_size = size
+        self.engine = Engine(backend, make_preview(preview, backend, size), size, self._reward, profile=profile)
+
+        text = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PRINTABLE)
+        self._single_observation_space = spaces.Dict(
+            {
+                "preview": spaces.Box(0, 255, (*size, 3), np.uint8),
+                "query": text,
+                "prompt": text,
+                "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+        self._single_action_space = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PRINTABLE)
+        self._frames: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+
+    @property
+    def pipeline(self) -> Any:
+        """The diffusers pipeline in use."""
+        return self.engine.backend.pipeline
+
+    def _start(self, rng: np.random.Generator, query: str | None, latents: Any) -> tuple[str, torch.Tensor,
+                                                                                          torch.Generator,
+                                                                                          list[int]]:
+        """One trajectory's query, initial noise ``[1, C, h, w]``, generator and schedule, all from ``rng``."""
+        drawn = self._prompt_source(rng)
+        query = drawn if query is None else query
+        if not isinstance(query, str):
+            raise TypeError(f"options['query'] must be a str; got {type(query).__name__}.")
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        shape = self.engine.backend.latent_shape()
+        if latents is None:
+            noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)
+        else:
+            noise = torch.as_tensor(latents, dtype=torch.float32)
+            if noise.ndim == len(shape):
+                noise = noise[None]
+        return query, noise, generator, draw_schedule(self.schedule, self.num_refinements,
+                                                      self.num_inference_steps, rng)
+
+    def _infos(self, result: Refinement) -> list[dict[str, Any]]:
+        engine = self.engine
+        assert engine.traj is not None
+        infos = []
+        for i in range(len(result.prompts)):
+            info: dict[str, Any] = {
+                "query": engine.queries[i],
+                "step": engine.traj.step,
+                "refinement": engine.num_actions,
+                "refinement_steps": list(engine.schedule),
+            }
+            if result.truncated:
+                info["prompt_truncated"] = result.truncated[i]
+            if result.done:
+                assert result.images is not None
+                info["image"] = result.images[i]
+                info["prompts"] = list(engine.history[i])
+                info["reward_components"] = {k: float(v[i]) for k, v in result.components.items()}
+            infos.append(info)
+        return infos
+
+    def _observations(self, result: Refinement) -> list[dict[str, Any]]:
+        return [
+            {
+                "preview": result.previews[i],
+                "query": self.engine.queries[i],
+                "prompt": result.prompts[i],
+                "progress": result.progress[i : i + 1].copy(),
+            }
+            for i in range(len(result.prompts))
+        ]
+
+    def _record(self, result: Refinement) -> None:
+        if self.render_mode is None:
+            return
+        height, width = self.engine.backend.height, self.engine.backend.width
+        for i, frames in enumerate(self._frames):
+            frame = result.images[i] if result.done else result.previews[i]
+            if frame.shape[:2] != (height, width):
+                frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.NEAREST))
+            if self.render_mode == "rgb_array":
+                frames[:] = [frame]
+            else:
+                frames.append(frame)
+
+
+class PromptLoopEnv(_Episodes, gym.Env):
+    """
+    ## Description
+
+    One reverse-diffusion sampling pass of a frozen text-to-image model, in which an agent may rewrite the
+    prompt at ``K`` refinement points (PromptLoop, Lee & Ye, arXiv 2510.00430). An episode draws a query,
+    starts from Gaussian noise and denoises under the query until the first refinement point. There the agent
+    sees a preview of the clean estimate x̂0 of the current latent and returns a new prompt, which conditions
+    every denoising step until the next point; after the K-th action sampling runs to the end and the final
+    image is scored against the ORIGINAL query. The denoising loop is the diffusers pipeline's own, so an
+    agent that returns the query at every point reproduces ``pipeline(query, latents=...)`` exactly.
+
+    ```python
+    >>> import gymnasium as gym
+    >>> import promptloop_env
+    >>> env = gym.make("PromptLoop-v0", num_inference_steps=10, num_refinements=2)
+    >>> obs, info = env.reset(seed=0, options={"query": "a red circle"})
+    >>> obs["query"], obs["prompt"], info["refinement_steps"]
+    ('a red circle', 'a red circle', [3, 7])
+    >>> obs, reward, terminated, truncated, info = env.step("a red circle, bright")
+    >>> reward, terminated
+    (0.0, False)
+    >>> obs, reward, terminated, truncated, info = env.step("a bright red circle on white")
+    >>> terminated, info["prompts"], info["image"].shape
+    (True, ['a red circle, bright', 'a bright red circle on white'], (32, 32, 3))
+
+    ```
+
+    ## Action Space
+
+    ``Text(max_length=1024, charset=PRINTABLE)``: the new prompt, a full string (not an edit). ``step``
+    accepts any ``str``: control characters are removed (line breaks and tabs become spaces), a prompt longer
+    than the text encoder's token limit (77 for CLIP) or than 1024 characters is cut and
+    ``info["prompt_truncated"]`` is ``True``, and the empty string is the unconditional prompt. A non-``str``
+    action raises ``TypeError``.
+
+    ## Observation Space
+
+    ``Dict`` with
+
+    | key        | space                                  | meaning                                          |
+    |------------|----------------------------------------|--------------------------------------------------|
+    | `preview`  | `Box(0, 255, (H, W, 3), uint8)`        | x̂0 as RGB (`preview=` chooses how; blank at step 0) |
+    | `query`    | `Text(1024)`                           | the user's original query                        |
+    | `prompt`   | `Text(1024)`                           | the prompt in force (the query before any action) |
+    | `progress` | `Box(0, 1, (1,), float32)`             | fraction of the denoising steps done             |
+
+    ``(H, W)`` is ``preview_size`` (default: the image size). Text fields are plain ``str``; non-ASCII text is
+    kept as given (the tokenizer decides what it means), so ``observation_space.contains`` is ``False`` for it.
+
+    ## Rewards
+
+    ``0`` on every step but the last; then ``reward(final_image, query)`` of the configured reward (default
+    ``"jpeg_compressibility"``, minus the JPEG size in kB). ``info["reward_components"]`` has the named parts
+    of a weighted sum.
+
+    ## Starting State
+
+    Gaussian noise from the episode's seed (or ``options["latents"]``), denoised under the query (or
+    ``options["query"]``, else one drawn from ``prompts``) up to the first refinement point. The refinement
+    points come from ``schedule``: ``"uniform"`` puts K points at ``round(k T / (K + 1))``, ``"random"`` draws
+    K distinct steps in ``1..T-1`` per episode (the paper's training), a list gives them explicitly (``0``
+    allowed: the agent then acts before sampling, on a blank preview).
+
+    ## Episode End
+
+    The episode terminates after exactly K steps, when sampling is complete. It is never truncated. Stepping
+    after the end, or before ``reset``, raises ``gymnasium.error.ResetNeeded``.
+
+    ## Arguments
+
+    * `pipeline`: a diffusers pipeline object, a folder written by ``save_pretrained``, or a model id in the
+      local Hugging Face cache. Default: a tiny Stable Diffusion built in memory (offline, random weights).
+    * `num_inference_steps` (20): T, denoiser calls per image. `num_refinements` (5): K, actions per episode.
+    * `schedule` (``"uniform"``): ``"uniform"``, ``"random"`` or a list of K step indices.
+    * `guidance_scale` (7.5), `negative_prompt` (None): classifier-free guidance as in diffusers.
+    * `height`, `width`: image size (default: the model's). `scheduler`: ``None`` (the pipeline's own),
+      ``"ddim"``, ``"euler"`` or ``"dpm++"``.
+    * `preview` (``"full"``): ``"full"`` (VAE decode), ``"linear"`` (fitted latent->RGB map, nearly free),
+      ``"none"`` (blank: no latent feedback), or a callable. `preview_size`: int or (H, W).
+    * `reward` (``"jpeg_compressibility"``): a registered name, ``{name: weight}``, or a callable
+      ``(uint8 [N, H, W, 3], list[str]) -> [N]``.
+    * `prompts`: where queries come from: a list, a text file (one per line) or a callable ``rng -> str``.
+    * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
+      (every preview of the episode and the final image), frames at the image size.
+    * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded.
+    * `profile`: synchronise the device around timed parts (``env.unwrapped.engine.timings``).
+
+    ``info`` always has `query`, `step` (denoising steps done), `refinement` (actions taken) and
+    `refinement_steps` (the 0-based step from which each action's prompt is in force); after an action,
+    `prompt_truncated`; at the end also `image` (uint8 H x W x 3), `prompts` (the K prompts used, aligned with
+    `refinement_steps`) and `reward_components`.
+
+    ## Vectorized environment
+
+    ``gym.make_vec("PromptLoop-v0", num_envs=N)`` gives :class:`~promptloop_env.vector.PromptLoopVectorEnv`:
+    the same engine over a batch, one denoiser call per step for all N trajectories, a different query and
+    prompt per sub-env, sub-env i seeded with ``seed + i``.
+
+    ```python
+    >>> envs = gym.make_vec("PromptLoop-v0", num_envs=2, num_inference_steps=6, num_refinements=1)
+    >>> obs, info = envs.reset(seed=0, options={"query": ["a red circle", "a blue square"]})
+    >>> obs["preview"].shape, obs["query"]
+    ((2, 32, 32, 3), ('a red circle', 'a blue square'))
+    >>> obs, reward, terminated, truncated, info = envs.step(["a red circle", "a green square"])
+    >>> terminated.tolist(), reward.shape
+    ([True, True], (2,))
+
+    ```
+    """
+
+    def __init__(
+        self,
+        pipeline: Any = None,
+        num_inference_steps: int = 20,
+        num_refinements: int = 5,
+        schedule: str | Sequence[int] = "uniform",
+        guidance_scale: float = 7.5,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        preview: str | Callable[..., np.ndarray] = "full",
+        preview_size: int | tuple[int, int] | None = None,
+        reward: Any = "jpeg_compressibility",
+        prompts: Any = None,
+        scheduler: str | None = None,
+        render_mode: str | None = None,
+        device: Any = None,
+        torch_dtype: Any = None,
+        local_files_only: bool | None = None,
+        profile: bool = False,
+    ) -> None:
+        self._setup(
+            num_envs=1,
+            pipeline=pipeline,
+            num_inference_steps=num_inference_steps,
+            num_refinements=num_refinements,
+            schedule=schedule,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            preview=preview,
+            preview_size=preview_size,
+            reward=reward,
+            prompts=prompts,
+            scheduler=scheduler,
+            render_mode=render_mode,
+            device=device,
+            torch_dtype=torch_dtype,
+            local_files_only=local_files_only,
+            profile=profile,
+        )
+        self.observation_space = self._single_observation_space
+        self.action_space = self._single_action_space
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode. ``options``: ``"query"`` (str) and ``"latents"`` (``[C, h, w]`` or
+        ``[1, C, h, w]`` unit-variance noise) fix the query and the initial noise for paired comparisons."""
+        super().reset(seed=seed)
+        options = options or {}
+        query, noise, generator, schedule = self._start(
+            self.np_random, options.get("query"), options.get("latents")
+        )
+        result = self.engine.reset([query], noise, [generator], schedule)
+        self._frames = [[]]
+        self._record(result)
+        return self._observations(result)[0], self._infos(result)[0]
+
+    def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if not isinstance(action, str):
+            raise TypeError(
+                f"PromptLoopEnv.step expects the new prompt as a str; got {type(action).__name__}: {action!r:.80}."
+            )
+        if self.engine.done:
+            raise ResetNeeded("The episode has ended (or has not started): call reset() before step().")
+        result = self.engine.refine([action])
+        self._record(result)
+        reward = float(result.rewards[0]) if result.done else 0.0
+        return self._observations(result)[0], reward, result.done, False, self._infos(result)[0]
+
+    def render(self) -> np.ndarray | list[np.ndarray] | None:
+        if self.render_mode == "rgb_array":
+            return self._frames[0][-1] if self._frames[0] else None
+        if self.render_mode == "rgb_array_list":
+            frames, self._frames[0] = self._frames[0], []
+            return frames
+        return None
