@@ -133,6 +133,13 @@ def tiny_stable_diffusion(
             norm_num_groups=32,
             sample_size=2 * sample_size,
         )
+        # At default init the random UNet barely listens to the text; scale the cross-attention value and
+        # output projections so that changing the prompt visibly changes the image (as in a trained model).
+        with torch.no_grad():
+            for name, module in unet.named_modules():
+                if name.endswith("attn2"):
+                    module.to_v.weight.mul_(4.0)
+                    module.to_out[0].weight.mul_(4.0)
     pipe = StableDiffusionPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),

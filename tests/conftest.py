@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny pipelines built from configs in memory (cached per process)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@functools.lru_cache(maxsize=None)
+def _pipeline(scheduler: str = "ddim", prediction_type: str = "epsilon"):
+    from promptloop_env.tiny import tiny_stable_diffusion
+
+    return tiny_stable_diffusion(scheduler=scheduler, prediction_type=prediction_type)
+
+
+@pytest.fixture
+def make_pipeline():
+    """``make_pipeline(scheduler, prediction_type)``: a cached tiny Stable Diffusion pipeline."""
+    return _pipeline
+
+
+@pytest.fixture
+def pipeline():
+    return _pipeline()
