@@ -148,8 +148,10 @@ def _fit_images(n: int, height: int, width: int, generator: torch.Generator) -> 
 def fit_linear_preview(backend: Any, num_images: int = 32, seed: int = 0, batch_size: int = 8) -> LinearPreview:
     """Fit a :class:`LinearPreview` for ``backend`` by least squares against its VAE decodes.
 
-    Synthetic images are encoded with the backend's VAE (latent means, in the backend's scaling), decoded
-    again, and the decodes (average-pooled to the latent grid) are regressed on the latents with a bias.
+    The latents are of two kinds, in equal numbers: synthetic images encoded with the backend's VAE (latent
+    means, in the backend's scaling: realistic structure) and unit Gaussian latents (the scale diffusion
+    latents have by construction, which an untrained or unusual VAE's encodings may not cover). Both are
+    decoded, and the decodes (average-pooled to the latent grid) are regressed on the latents with a bias.
     Deterministic for a given ``seed``.
     """
     vae = backend.vae
@@ -158,9 +160,14 @@ def fit_linear_preview(backend: Any, num_images: int = 32, seed: int = 0, batch_
     generator = torch.Generator().manual_seed(seed)
     images = _fit_images(num_images, backend.height, backend.width, generator)
     xs, ys = [], []
+    batches = []
     for chunk in images.split(batch_size):
         pixels = (chunk * 2 - 1).to(device=backend.device, dtype=vae.dtype)
         latents = (vae.encode(pixels).latent_dist.mean - shift) * scale
+        batches.append(latents)
+        noise = torch.randn(latents.shape, generator=generator).to(device=backend.device, dtype=vae.dtype)
+        batches.append(noise)
+    for latents in batches:
         decoded = backend.decode(latents).float()
         target = F.adaptive_avg_pool2d(decoded, latents.shape[-2:])
         xs.append(latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).cpu())
