@@ -27,8 +27,7 @@ SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _IDS = {
     "PromptLoop-v0": {},
     # The paper's SD1.5 setting: 512 x 512, 50 steps of the pipeline's own scheduler, guidance 7.5.
-    "PromptLoop-SD15-v0": dict(pipeline=SD15_MODEL_ID, num_inference_steps=50, height=512, width=512,
-                               preview_size=256),
+    "PromptLoop-SD15-v0": dict(pipeline=SD15_MODEL_ID, num_inference_steps=50, height=512, width=512, preview_size=256),
 }
 
 for _id, _kwargs in _IDS.items():

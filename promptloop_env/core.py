@@ -203,8 +203,7 @@ class Engine:
         self.traj = self.backend.start(noise, generators)
         if self.schedule[-1] >= self.traj.num_steps:
             raise ValueError(
-                f"Refinement point {self.schedule[-1]} is past the last denoising step "
-                f"({self.traj.num_steps - 1})."
+                f"Refinement point {self.schedule[-1]} is past the last denoising step ({self.traj.num_steps - 1})."
             )
         self._advance(self.prompts, self.schedule[0])
         result = Refinement(self._observe(), list(self.prompts), self._progress())

@@ -42,9 +42,7 @@ def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_
     elif isinstance(pipeline, (str, os.PathLike)):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        pipeline = load_pipeline(
-            pipeline, torch_dtype=torch_dtype, device=device, local_files_only=local_files_only
-        )
+        pipeline = load_pipeline(pipeline, torch_dtype=torch_dtype, device=device, local_files_only=local_files_only)
         device = None
     if device is not None:
         pipeline = pipeline.to(device)
@@ -136,9 +134,9 @@ class _Episodes:
         """The diffusers pipeline in use."""
         return self.engine.backend.pipeline
 
-    def _start(self, rng: np.random.Generator, query: str | None, latents: Any) -> tuple[str, torch.Tensor,
-                                                                                          torch.Generator,
-                                                                                          list[int]]:
+    def _start(
+        self, rng: np.random.Generator, query: str | None, latents: Any
+    ) -> tuple[str, torch.Tensor, torch.Generator, list[int]]:
         """One trajectory's query, initial noise ``[1, C, h, w]``, generator and schedule, all from ``rng``."""
         drawn = self._prompt_source(rng)
         query = drawn if query is None else query
@@ -152,8 +150,12 @@ class _Episodes:
             noise = torch.as_tensor(latents, dtype=torch.float32)
             if noise.ndim == len(shape):
                 noise = noise[None]
-        return query, noise, generator, draw_schedule(self.schedule, self.num_refinements,
-                                                      self.num_inference_steps, rng)
+        return (
+            query,
+            noise,
+            generator,
+            draw_schedule(self.schedule, self.num_refinements, self.num_inference_steps, rng),
+        )
 
     def _infos(self, result: Refinement) -> list[dict[str, Any]]:
         engine = self.engine
@@ -364,9 +366,7 @@ class PromptLoopEnv(_Episodes, gym.Env):
         ``[1, C, h, w]`` unit-variance noise) fix the query and the initial noise for paired comparisons."""
         super().reset(seed=seed)
         options = options or {}
-        query, noise, generator, schedule = self._start(
-            self.np_random, options.get("query"), options.get("latents")
-        )
+        query, noise, generator, schedule = self._start(self.np_random, options.get("query"), options.get("latents"))
         result = self.engine.reset([query], noise, [generator], schedule)
         self._frames = [[]]
         self._record(result)

@@ -196,8 +196,10 @@ def make_preview(spec: Any, backend: Any, size: tuple[int, int]) -> Any:
                 cached = fit_linear_preview(backend)
                 backend.pipeline._promptloop_linear_preview = cached
             return LinearPreview(cached.weight, cached.bias, size, cached.rmse)
-        raise ValueError(f"Unknown preview {spec!r}; expected one of {', '.join(map(repr, PREVIEW_KINDS))}, "
-                         "a LinearPreview, or a callable latents -> uint8 images.")
+        raise ValueError(
+            f"Unknown preview {spec!r}; expected one of {', '.join(map(repr, PREVIEW_KINDS))}, "
+            "a LinearPreview, or a callable latents -> uint8 images."
+        )
     if isinstance(spec, LinearPreview):
         return LinearPreview(spec.weight, spec.bias, size, spec.rmse)
     if callable(spec):

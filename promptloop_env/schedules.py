@@ -52,9 +52,7 @@ def validate_schedule(schedule: Schedule, num_refinements: int, num_steps: int) 
     return tuple(points)
 
 
-def draw_schedule(
-    schedule: Schedule, num_refinements: int, num_steps: int, rng: np.random.Generator
-) -> list[int]:
+def draw_schedule(schedule: Schedule, num_refinements: int, num_steps: int, rng: np.random.Generator) -> list[int]:
     """The refinement points of one episode (``rng`` is used only by ``"random"``)."""
     if schedule == "uniform":
         # K points equally spaced strictly inside the T steps: round(k T / (K + 1)), k = 1..K.

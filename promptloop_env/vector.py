@@ -129,10 +129,11 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
         self._record(result)
         return self._batch(self._observations(result)), self._batch_infos(self._infos(result))
 
-    def step(self, actions: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray,
-                                                    dict[str, Any]]:
+    def step(self, actions: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if isinstance(actions, str) or len(actions) != self.num_envs:
-            raise TypeError(f"Expected a sequence of {self.num_envs} str prompts (one per sub-env); got {actions!r:.80}.")
+            raise TypeError(
+                f"Expected a sequence of {self.num_envs} str prompts (one per sub-env); got {actions!r:.80}."
+            )
         for i, action in enumerate(actions):
             if not isinstance(action, str):
                 raise TypeError(f"Sub-env {i}'s action must be a str (the new prompt); got {type(action).__name__}.")
@@ -150,8 +151,12 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
         else:
             rewards = np.zeros(self.num_envs)
         terminated = np.full(self.num_envs, result.done)
-        return self._batch(self._observations(result)), rewards, terminated, zeros, self._batch_infos(
-            self._infos(result)
+        return (
+            self._batch(self._observations(result)),
+            rewards,
+            terminated,
+            zeros,
+            self._batch_infos(self._infos(result)),
         )
 
     def render(self) -> tuple[Any, ...] | None:

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pipeline(scheduler: str = "ddim", prediction_type: str = "epsilon"):
     from promptloop_env.tiny import tiny_stable_diffusion
 

@@ -121,7 +121,7 @@ def test_control_characters_removed_and_long_prompts_truncated(env):
 
 def test_over_long_string_is_cut_to_the_space_limit(env):
     env.reset(seed=0)
-    obs, *_ , info = env.step("x" * (3 * MAX_PROMPT_CHARS))
+    obs, *_, info = env.step("x" * (3 * MAX_PROMPT_CHARS))
     assert info["prompt_truncated"] and len(obs["prompt"]) <= MAX_PROMPT_CHARS
 
 

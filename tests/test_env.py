@@ -184,8 +184,9 @@ def test_vector_env_spaces_and_parity_with_single(pipeline):
 
 
 def test_vector_random_schedule_is_shared_and_matches_sub_env_0(pipeline):
-    envs = PromptLoopVectorEnv(num_envs=2, pipeline=pipeline, num_inference_steps=12, num_refinements=3,
-                               schedule="random")
+    envs = PromptLoopVectorEnv(
+        num_envs=2, pipeline=pipeline, num_inference_steps=12, num_refinements=3, schedule="random"
+    )
     _, info = envs.reset(seed=4)
     single = small_env(pipeline, num_inference_steps=12, num_refinements=3, schedule="random")
     _, s_info = single.reset(seed=4)

@@ -30,13 +30,24 @@ def _run_env(env: PromptLoopEnv, query: str, latents: torch.Tensor, actions: lis
 @pytest.mark.parametrize("guidance", [1.0, 5.0])
 def test_query_held_equals_pipeline(make_pipeline, scheduler, prediction, guidance):
     pipe = make_pipeline(scheduler, prediction)
-    env = PromptLoopEnv(pipeline=pipe, num_inference_steps=STEPS, num_refinements=3, guidance_scale=guidance,
-                        negative_prompt="blurry" if guidance > 1 else None)
+    env = PromptLoopEnv(
+        pipeline=pipe,
+        num_inference_steps=STEPS,
+        num_refinements=3,
+        guidance_scale=guidance,
+        negative_prompt="blurry" if guidance > 1 else None,
+    )
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     query = "a red circle on the left"
     ours = _run_env(env, query, latents, [query] * 3)
-    ref = pipe(query, latents=latents.clone(), num_inference_steps=STEPS, guidance_scale=guidance,
-               negative_prompt="blurry" if guidance > 1 else None, output_type="pt").images[0]
+    ref = pipe(
+        query,
+        latents=latents.clone(),
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
+        negative_prompt="blurry" if guidance > 1 else None,
+        output_type="pt",
+    ).images[0]
     assert (ours - ref).abs().max().item() <= 1e-4
 
 
@@ -55,8 +66,15 @@ def test_prompt_switch_equals_pipeline_callback(make_pipeline, scheduler, predic
     def swap(pipeline, i, t, kwargs):
         return {"prompt_embeds": joined_b} if i == k - 1 else {}
 
-    ref = pipe(query, latents=latents.clone(), num_inference_steps=STEPS, guidance_scale=7.5, output_type="pt",
-               callback_on_step_end=swap, callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]).images[0]
+    ref = pipe(
+        query,
+        latents=latents.clone(),
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        output_type="pt",
+        callback_on_step_end=swap,
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+    ).images[0]
     assert (ours - ref).abs().max().item() <= 1e-4
     # And the switch matters: holding the query gives a different image.
     held = _run_env(env, query, latents, [query])

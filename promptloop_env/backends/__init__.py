@@ -79,10 +79,8 @@ def load_pipeline(
         options["torch_dtype"] = torch_dtype
     is_folder = os.path.isdir(spec)
     try:
-        pipeline = DiffusionPipeline.from_pretrained(
-            spec, local_files_only=local_files_only or is_folder, **options
-        )
-    except (OSError, ValueError, EnvironmentError) as err:
+        pipeline = DiffusionPipeline.from_pretrained(spec, local_files_only=local_files_only or is_folder, **options)
+    except (OSError, ValueError) as err:
         if is_folder:
             raise ModelNotAvailableError(
                 f"Could not load a diffusers pipeline from the folder {spec!r}: {err}. Expected a folder "

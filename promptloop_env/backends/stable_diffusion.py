@@ -130,9 +130,7 @@ class StableDiffusionBackend:
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         latents = noise.to(device=self.device, dtype=self.dtype) * scheduler.init_noise_sigma
-        traj = Trajectory(
-            latents=latents, timesteps=scheduler.timesteps, scheduler=scheduler, generators=generators
-        )
+        traj = Trajectory(latents=latents, timesteps=scheduler.timesteps, scheduler=scheduler, generators=generators)
         if self.unet.config.time_cond_proj_dim is not None:  # guidance-distilled (LCM) UNets
             w = torch.tensor(self.guidance_scale - 1).repeat(len(latents))
             traj.extra["timestep_cond"] = self.pipeline.get_guidance_scale_embedding(
