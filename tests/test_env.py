@@ -202,3 +202,13 @@ def test_env_docstring_examples_run():
 
 def test_package_exports():
     assert promptloop_env.PromptLoopEnv is PromptLoopEnv
+
+
+def test_environment_reference_is_generated_from_the_docstring():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    check = subprocess.run([sys.executable, "docs/gen_reference.py", "--check"], cwd=root)
+    assert check.returncode == 0, "docs/environment.md is stale: run `python docs/gen_reference.py`"
