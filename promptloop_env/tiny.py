@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["TINY_WORDS", "build_clip_tokenizer", "tiny_stable_diffusion"]
+__all__ = ["TINY_WORDS", "build_clip_tokenizer", "make_scheduler", "small_stable_diffusion", "tiny_stable_diffusion"]
 
 TINY_WORDS: tuple[str, ...] = tuple(
     """a an the of in on at with and photo picture painting drawing render of
@@ -75,6 +76,76 @@ def build_clip_tokenizer(words: tuple[str, ...] | list[str] = TINY_WORDS, model_
     return tokenizer
 
 
+def small_stable_diffusion(
+    tokenizer: Any,
+    scheduler: Any,
+    *,
+    seed: int,
+    text_width: int,
+    image_size: int,
+    vae_channels: tuple[int, ...],
+    **unet: Any,
+):
+    """A ``StableDiffusionPipeline`` of small, freshly initialised (seeded) parts around ``tokenizer``.
+
+    The text encoder is a 2-layer ``CLIPTextModel`` of width ``text_width``; the VAE an ``AutoencoderKL`` with
+    ``vae_channels`` (a factor ``2 ** (len - 1)``) and 4 latent channels; ``unet`` are the
+    ``UNet2DConditionModel`` block settings (``block_out_channels``, ``layers_per_block``, block types).
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    factor = 2 ** (len(vae_channels) - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=text_width,
+                intermediate_size=2 * text_width,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                projection_dim=text_width,
+            )
+        )
+        unet_model = UNet2DConditionModel(
+            sample_size=image_size // factor,
+            in_channels=4,
+            out_channels=4,
+            cross_attention_dim=text_width,
+            attention_head_dim=8,
+            norm_num_groups=32,
+            **unet,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=vae_channels,
+            down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=32,
+            sample_size=image_size,
+        )
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet_model.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_stable_diffusion(
     seed: int = 0,
     scheduler: str = "ddim",
@@ -90,67 +161,25 @@ def tiny_stable_diffusion(
         prediction_type: ``"epsilon"`` or ``"v_prediction"``.
         sample_size: latent side; images are ``2 * sample_size`` pixels square.
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = build_clip_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=tokenizer.model_max_length,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                projection_dim=32,
-            )
-        )
-        unet = UNet2DConditionModel(
-            sample_size=sample_size,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=32,
-            sample_size=2 * sample_size,
-        )
-        # At default init the random UNet barely listens to the text; scale the cross-attention value and
-        # output projections so that changing the prompt visibly changes the image (as in a trained model).
-        with torch.no_grad():
-            for name, module in unet.named_modules():
-                if name.endswith("attn2"):
-                    module.to_v.weight.mul_(4.0)
-                    module.to_out[0].weight.mul_(4.0)
-    pipe = StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=make_scheduler(scheduler, prediction_type=prediction_type),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipe = small_stable_diffusion(
+        build_clip_tokenizer(),
+        make_scheduler(scheduler, prediction_type=prediction_type),
+        seed=seed,
+        text_width=32,
+        image_size=2 * sample_size,
+        vae_channels=(32, 32),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     )
-    pipe.set_progress_bar_config(disable=True)
+    # At default init the random UNet barely listens to the text; scale the cross-attention value and
+    # output projections so that changing the prompt visibly changes the image (as in a trained model).
+    with torch.no_grad():
+        for name, module in pipe.unet.named_modules():
+            if name.endswith("attn2"):
+                module.to_v.weight.mul_(4.0)
+                module.to_out[0].weight.mul_(4.0)
     return pipe
 
 

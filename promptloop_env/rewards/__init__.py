@@ -7,6 +7,7 @@ that shape is accepted; :func:`make_reward` also takes a registered name, or a `
 
 from .base import Reward, RewardFn, WeightedSum, as_reward, make_reward, register_reward, reward_names
 from .jpeg import jpeg_compressibility, jpeg_incompressibility
+from .toy import toy_alignment, toy_all_correct
 
 __all__ = [
     "Reward",
@@ -18,4 +19,6 @@ __all__ = [
     "make_reward",
     "register_reward",
     "reward_names",
+    "toy_alignment",
+    "toy_all_correct",
 ]

@@ -1,0 +1,91 @@
+"""The toy world's text-to-image model: an ordinary ``StableDiffusionPipeline`` of small diffusers and
+transformers parts (CLIP tokenizer over the grammar's words, ``CLIPTextModel``, ``UNet2DConditionModel`` with
+cross-attention on 8x8x4 latents, ``AutoencoderKL`` 32x32 <-> 8x8x4, DDIM with a cosine schedule).
+
+``build_toy_pipeline`` makes the untrained model from configs (what ``python -m promptloop_env.toy.train``
+trains); ``load_toy_pipeline`` loads the trained weights shipped in the package (safetensors, offline).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TOY_MODEL_DIR", "build_toy_pipeline", "load_toy_pipeline", "toy_scheduler"]
+
+#: The shipped pipeline folder (written by ``save_pretrained``).
+TOY_MODEL_DIR = Path(__file__).resolve().parent / "weights"
+
+IMAGE_SIZE = 32
+MAX_TOKENS = 40
+
+
+def toy_scheduler() -> Any:
+    """DDIM over a cosine (``squaredcos_cap_v2``) schedule with epsilon prediction.
+
+    ``timestep_spacing="leading"`` with ``steps_offset=1``: "trailing" would start at t = 999 where the cosine
+    schedule's signal is about 2e-9 and the first x̂0 explodes.
+    """
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def build_toy_pipeline(seed: int = 0) -> Any:
+    """The untrained toy model, from configs (seeded initialisation): UNet 4.2M parameters (64/128 channels,
+    cross-attention at both resolutions), VAE 32x32 -> 8x8x4, a 2-layer text encoder of width 64."""
+    from ..tiny import build_clip_tokenizer, small_stable_diffusion
+    from .grammar import vocabulary
+
+    return small_stable_diffusion(
+        build_clip_tokenizer(tuple(vocabulary()), model_max_length=MAX_TOKENS),
+        toy_scheduler(),
+        seed=seed,
+        text_width=64,
+        image_size=IMAGE_SIZE,
+        vae_channels=(32, 64, 64),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached() -> Any:
+    return load_toy_pipeline(cache=False)
+
+
+def load_toy_pipeline(path: str | Path | None = None, cache: bool = True) -> Any:
+    """The trained toy model shipped in the package (or a folder written by the training script).
+
+    Loaded with ``from_pretrained`` from safetensors, offline. With ``cache`` (and the default path) one
+    instance is shared per process.
+
+    Raises:
+        FileNotFoundError: when the folder has no trained weights, naming the command that makes them.
+    """
+    if path is None and cache:
+        return _load_cached()
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(path) if path is not None else TOY_MODEL_DIR
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"No toy model at {folder}: expected a pipeline folder with model_index.json. Train one with "
+            "`python -m promptloop_env.toy.train`."
+        )
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,249 @@
+"""The shapes toy world: grammar round trips, parse errors, renderer, weight-free scorer, splits and queries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from promptloop_env.toy.grammar import (
+    BACKGROUNDS,
+    COLORS,
+    SHAPES,
+    Object,
+    ObjectSpec,
+    ParseError,
+    Scene,
+    Spec,
+    caption,
+    parse,
+    random_scene,
+    sample_queries,
+    spec_of,
+    split_of,
+    vocabulary,
+)
+from promptloop_env.toy.renderer import render
+from promptloop_env.toy.scorer import Verdict, accuracy, score
+
+
+def _consistent(spec: Spec, scene: Scene) -> bool:
+    """Every attribute the spec states is the scene's."""
+    if len(spec.objects) != len(scene.objects):
+        return False
+    for stated, true in zip(spec.objects, scene.objects, strict=True):
+        for name in ("shape", "color", "size"):
+            if getattr(stated, name) is not None and getattr(stated, name) != getattr(true, name):
+                return False
+    return all(
+        getattr(spec, name) is None or getattr(spec, name) == getattr(scene, name)
+        for name in ("background", "position", "relation")
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_caption_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        scene = random_scene(rng)
+        text = caption(scene, rng)
+        assert text == text.lower()
+        assert parse(text) == spec_of(scene), text
+        assert set(text.replace(",", " ").split()) <= set(vocabulary())
+
+
+@pytest.mark.parametrize("drop", [0.3, 1.0])
+def test_caption_with_dropped_attributes_is_consistent(drop):
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        scene = random_scene(rng)
+        text = caption(scene, rng, drop=drop)
+        spec = parse(text)
+        assert _consistent(spec, scene), (text, spec, scene)
+        assert all(o.color is not None and o.shape is not None for o in spec.objects)
+        if drop == 1.0:
+            assert spec.background is None and spec.position is None and spec.relation is None
+
+
+def test_captions_vary_in_wording():
+    rng = np.random.default_rng(0)
+    scene = Scene((Object("circle", "red", "small"),), "gray", position="left")
+    texts = {caption(scene, rng) for _ in range(200)}
+    assert len(texts) > 50
+    assert all(parse(t) == spec_of(scene) for t in texts)
+
+
+def test_parse_canonicalises_synonyms_case_and_punctuation():
+    spec = parse("On a GREY backdrop: a Big red disk, ABOVE a tiny blue box!")
+    assert spec == Spec(
+        objects=(ObjectSpec("circle", "red", "large"), ObjectSpec("square", "blue", "small")),
+        background="gray",
+        relation="above",
+    )
+    assert spec.attributes() == [
+        "color_0",
+        "shape_0",
+        "size_0",
+        "color_1",
+        "shape_1",
+        "size_1",
+        "relation",
+        "background",
+        "count",
+    ]
+    one = parse("a small red circle on the left on a white background")
+    assert one.attributes() == ["color", "shape", "size", "position", "background", "count"]
+    assert parse("a green triangle").attributes() == ["color", "shape", "count"]
+
+
+def test_parse_errors_name_the_unknown_words():
+    with pytest.raises(ParseError, match=r"unknown words \['zebra', 'mars'\]") as info:
+        parse("a zebra on mars")
+    assert isinstance(info.value, ValueError)
+    assert "a small red circle on the left on a white background" in str(info.value)
+    for bad, message in [
+        ("", "no words"),
+        ("on a white background", "no object"),
+        ("a red circle and a blue square and a green box", "3 objects"),
+        ("a red circle on the left and a blue square", "position with two objects"),
+        ("a red circle above", "relation or 'and' with a single object"),
+        ("a big red", "not followed by a shape"),
+        ("a red circle blue square", "joined by one relation"),
+    ]:
+        with pytest.raises(ParseError, match=message):
+            parse(bad)
+
+
+def test_scene_validation():
+    red = Object("circle", "red", "small")
+    with pytest.raises(ValueError, match="differ in colour"):
+        Scene((red, Object("square", "red", "large")), "white", relation="above")
+    with pytest.raises(ValueError, match="needs a position"):
+        Scene((red,), "white")
+    with pytest.raises(ValueError, match="no position"):
+        Scene((red, Object("square", "blue", "large")), "white", position="left", relation="above")
+    with pytest.raises(ValueError, match="shape="):
+        Object("star", "red", "small")
+    with pytest.raises(ValueError, match="background="):
+        Scene((red,), "green", position="left")
+    assert len(COLORS) == 8 and len(BACKGROUNDS) == 4 and SHAPES == ("circle", "square", "triangle")
+
+
+def test_render_is_deterministic_with_right_shape():
+    scene = Scene((Object("triangle", "blue", "large"), Object("square", "pink", "small")), "brown", relation="below")
+    a, b = render(scene), render(scene)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert render(scene, size=64).shape == (64, 64, 3)
+    jittered = render(scene, rng=np.random.default_rng(0))
+    assert jittered.shape == (32, 32, 3) and not np.array_equal(jittered, a)
+    np.testing.assert_array_equal(jittered, render(scene, rng=np.random.default_rng(0)))
+    assert tuple(a[0, 0]) == BACKGROUNDS["brown"]
+
+
+def test_scorer_accepts_renders_and_rejects_other_scenes():
+    rng = np.random.default_rng(123)
+    accepted = rejected = 0
+    for _ in range(300):
+        scene = random_scene(rng)
+        accepted += score(render(scene, rng=rng), spec_of(scene)).all_correct
+        other = random_scene(rng)
+        while spec_of(other) == spec_of(scene):
+            other = random_scene(rng)
+        rejected += not score(render(scene, rng=rng), spec_of(other)).all_correct
+    assert accepted >= 0.99 * 300
+    assert rejected >= 0.95 * 300
+
+
+def test_scorer_single_attribute_and_caption_queries():
+    scene = Scene((Object("circle", "red", "small"),), "white", position="left")
+    image = render(scene)
+    verdict = score(image, "a small red circle on the left on a white background")
+    assert verdict.all_correct and verdict.fraction == 1.0
+    assert list(verdict.checks) == ["color", "shape", "size", "position", "background", "count"]
+    wrong = score(image, "a large red square on the right on a black background")
+    assert wrong.checks == {
+        "color": True,
+        "shape": False,
+        "size": False,
+        "position": False,
+        "background": False,
+        "count": True,
+    }
+    assert wrong.fraction == pytest.approx(2 / 6)
+    pair = Scene((Object("square", "green", "large"), Object("triangle", "orange", "small")), "gray", relation="above")
+    assert score(render(pair), "a green box over an orange triangle").all_correct
+    flipped = score(render(pair), "a green box below an orange triangle")
+    assert not flipped.checks["relation"] and not flipped.all_correct
+    assert not score(render(pair), "a green box").checks["count"]
+    with pytest.raises(ParseError):
+        score(image, "a zebra")
+
+
+@pytest.mark.parametrize("kind", ["black", "white", "noise", "float_noise", "gray2d"])
+def test_scorer_on_images_without_objects(kind):
+    rng = np.random.default_rng(0)
+    image = {
+        "black": np.zeros((32, 32, 3), np.uint8),
+        "white": np.full((32, 32, 3), 255, np.uint8),
+        "noise": rng.integers(0, 256, (32, 32, 3)).astype(np.uint8),
+        "float_noise": rng.random((48, 40, 3)),
+        "gray2d": np.full((32, 32), 128, np.uint8),
+    }[kind]
+    for query in ("a small red circle on the left on a white background", "a red circle above a blue square"):
+        verdict = score(image, query)
+        assert isinstance(verdict, Verdict)
+        assert not verdict.all_correct
+        assert 0.0 <= verdict.fraction < 1.0
+
+
+def test_accuracy_aggregates_per_attribute_kind():
+    rng = np.random.default_rng(5)
+    scenes = [random_scene(rng, num_objects=2) for _ in range(10)]
+    images = [render(s) for s in scenes]
+    result = accuracy(images, [spec_of(s) for s in scenes])
+    assert result["all_correct"] == 1.0 and result["color"] == 1.0 and result["relation"] == 1.0
+    assert "position" not in result
+    blank = accuracy([np.zeros((32, 32, 3), np.uint8)], ["a red circle on a black background"])
+    assert blank["background"] == 1.0 and blank["color"] == 0.0 and blank["all_correct"] == 0.0
+
+
+def test_split_of_is_deterministic_and_uses_both_splits():
+    rng = np.random.default_rng(0)
+    specs = [spec_of(random_scene(rng)) for _ in range(2000)]
+    splits = [split_of(s) for s in specs]
+    assert splits == [split_of(s) for s in specs]
+    assert 0.05 < splits.count("test") / len(splits) < 0.15
+    code = (
+        "from promptloop_env.toy.grammar import *; import numpy as np; rng = np.random.default_rng(0); "
+        "print(''.join(split_of(spec_of(random_scene(rng)))[1] for _ in range(200)))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # str hashes differ there; the split must not
+    other_process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert other_process.stdout.strip() == "".join(s[1] for s in splits[:200])
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_sample_queries_reproducible_and_in_split(split):
+    queries = sample_queries(50, split, seed=3)
+    assert queries == sample_queries(50, split, seed=3)
+    assert queries != sample_queries(50, split, seed=4)
+    assert len(queries) == 50
+    for query in queries:
+        parse(query)
+    # The split is the full scene's (captions may drop attributes): regenerate the scenes and check them.
+    rng = np.random.default_rng(3)
+    regenerated = []
+    while len(regenerated) < 50:
+        scene = random_scene(rng)
+        if split_of(spec_of(scene)) == split:
+            regenerated.append(caption(scene, rng, drop=0.3))
+            assert _consistent(parse(regenerated[-1]), scene)
+    assert regenerated == queries
+    singles = sample_queries(20, split, seed=1, num_objects=1, drop=0.0)
+    assert all(len(parse(q).objects) == 1 and split_of(parse(q)) == split for q in singles)
+    with pytest.raises(ValueError, match="split"):
+        sample_queries(1, "validation", seed=0)
