@@ -52,6 +52,7 @@ class TrainConfig:
     eval_queries: int = 64
     eval_seeds: int = 2
     threads: int = 0
+    vae_from: str = ""
 
 
 def _images(rng: np.random.Generator, n: int, train_only: bool = False):
@@ -64,6 +65,21 @@ def _images(rng: np.random.Generator, n: int, train_only: bool = False):
         images.append(render(scene, rng=rng))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return scenes, pixels
+
+
+def _save_atomically(write, out: Path) -> None:
+    """``write(folder)`` into a temporary folder, then swap it in: a crash never leaves a half-written model."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
 
 
 def train_vae(pipe, cfg: TrainConfig, rng: np.random.Generator, log) -> None:
@@ -128,7 +144,15 @@ def main(argv: list[str] | None = None) -> None:
         name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")
     }
     log(f"parameters: {counts}")
-    train_vae(pipe, cfg, rng, log)
+    out = Path(cfg.out)
+    if cfg.vae_from:
+        from diffusers import AutoencoderKL
+
+        pipe.vae = AutoencoderKL.from_pretrained(cfg.vae_from, use_safetensors=True, local_files_only=True).eval()
+        log(f"vae loaded from {cfg.vae_from} (stage 1 skipped)")
+    else:
+        train_vae(pipe, cfg, rng, log)
+        _save_atomically(lambda folder: pipe.vae.save_pretrained(folder), out.with_name(out.name + ".vae"))
     vae_minutes = (time.perf_counter() - t0) / 60
 
     # Latent pool of train-split scenes (renders with jitter), encoded once.
@@ -149,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
     eval_queries = sample_queries(cfg.eval_queries, "test", seed=cfg.seed + 1000)
     curve: list[dict] = []
-    best = (-1.0, None, None)
+    best: tuple = ((-1.0, -1.0), 0, None, None)
     start = time.perf_counter()
     losses: list[float] = []
     for step in range(1, cfg.unet_steps + 1):
@@ -183,28 +207,25 @@ def main(argv: list[str] | None = None) -> None:
             } | {k: round(v, 3) for k, v in acc.items()}
             curve.append(row)
             log(json.dumps(row))
-            if acc["all_correct"] >= best[0]:
-                best = (acc["all_correct"], copy.deepcopy(unet.state_dict()), copy.deepcopy(text_encoder.state_dict()))
+            # Keep the best checkpoint by the scorer (ties go to the later one), written as it is found, so
+            # an interrupted run still leaves its best model behind.
+            key = (acc["all_correct"], acc["fraction"])
+            if key >= best[0]:
+                best = (key, step, copy.deepcopy(unet.state_dict()), copy.deepcopy(text_encoder.state_dict()))
+
+                def write(folder: Path, step: int = step) -> None:
+                    pipe.save_pretrained(folder, safe_serialization=True)
+                    config = asdict(cfg) | {"chosen_step": step}
+                    (folder / "training_config.json").write_text(json.dumps(config, indent=1))
+
+                _save_atomically(write, out)
+                log(f"saved the best so far (step {step}) to {out}")
     unet_minutes = (time.perf_counter() - start) / 60
-    unet.load_state_dict(best[1])
-    text_encoder.load_state_dict(best[2])
+    unet.load_state_dict(best[2])
+    text_encoder.load_state_dict(best[3])
     unet.eval()
     text_encoder.eval()
-    chosen = max((r for r in curve if r["all_correct"] == best[0]), key=lambda r: r["step"])
-
-    out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "training_config.json").write_text(json.dumps(asdict(cfg) | {"chosen_step": chosen["step"]}, indent=1))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+    chosen = next(r for r in curve if r["step"] == best[1])
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     log(f"saved {out} ({size_mb:.1f} MB), checkpoint of step {chosen['step']}")
 
