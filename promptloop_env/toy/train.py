@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
         _save_atomically(lambda folder: pipe.vae.save_pretrained(folder), out.with_name(out.name + ".vae"))
     vae_minutes = (time.perf_counter() - t0) / 60
 
+    # Stage 2 draws from its own streams, so that reusing a trained VAE (--vae-from) gives the same model as
+    # a run that trains it.
+    rng = np.random.default_rng(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)
     # Latent pool of train-split scenes (renders with jitter), encoded once.
     scenes, pixels = _images(rng, cfg.pool, train_only=True)
     with torch.no_grad():
