@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--refinements", type=int, default=5)
-    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--guidance", type=float, default=3.0)
     args = parser.parse_args()
 
     pipe = default_pipeline()
@@ -107,7 +107,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/env_overhead.py --rounds {args.rounds} --steps {args.steps} "
         f"--refinements {args.refinements}`  ",
-        f"Model: the default tiny Stable Diffusion (in memory), DDIM, T = {args.steps}, K = {args.refinements}, "
+        f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, "
         f"guidance {args.guidance}, batch 1, 32x32 images.  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, CPU. Medians over {args.rounds} interleaved rounds.",

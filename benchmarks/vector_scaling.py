@@ -65,7 +65,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/vector_scaling.py --rounds {args.rounds} --sizes "
         f"{' '.join(map(str, args.sizes))}`  ",
-        f"Model: the default tiny Stable Diffusion, DDIM, T = {args.steps}, K = {args.refinements}, guidance 7.5, "
+        f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, guidance 3.0, "
         "full previews, a new prompt per sub-env at every refinement.  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, CPU. Medians over {args.rounds} interleaved rounds.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import string
 from collections.abc import Callable, Sequence
@@ -28,12 +27,12 @@ __all__ = ["PRINTABLE", "PromptLoopEnv", "default_pipeline"]
 PRINTABLE = "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
 
 
-@functools.lru_cache(maxsize=1)
 def default_pipeline():
-    """The offline default model (built once per process and shared by every env that uses it)."""
-    from .tiny import tiny_stable_diffusion
+    """The offline default model: the embedded toy world's trained model, shipped in the package (loaded once
+    per process and shared by every env that uses it)."""
+    from .toy.model import load_toy_pipeline
 
-    return tiny_stable_diffusion()
+    return load_toy_pipeline()
 
 
 def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
@@ -72,7 +71,7 @@ class _Episodes:
         num_inference_steps: int,
         num_refinements: int,
         schedule: str | Sequence[int],
-        guidance_scale: float,
+        guidance_scale: float | None,
         negative_prompt: str | None,
         height: int | None,
         width: int | None,
@@ -95,9 +94,16 @@ class _Episodes:
         self.num_inference_steps = int(num_inference_steps)
         self.num_refinements = int(num_refinements)
         self.schedule = validate_schedule(schedule, self.num_refinements, self.num_inference_steps)
-        self._reward = make_reward(reward)
-        self._prompt_source = make_prompt_source(prompts)
+        toy = pipeline is None  # the toy world's model, queries and scorer go together
+        self._reward = make_reward(
+            reward if reward is not None else ("toy_alignment" if toy else "jpeg_compressibility")
+        )
+        self._prompt_source = make_prompt_source(prompts if prompts is not None else ("toy-train" if toy else None))
         pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
+        if guidance_scale is None:
+            from .toy.model import TOY_GUIDANCE_SCALE
+
+            guidance_scale = TOY_GUIDANCE_SCALE if toy else 7.5
         sampling: dict[str, Any] = dict(
             num_inference_steps=self.num_inference_steps,
             guidance_scale=guidance_scale,
@@ -255,9 +261,10 @@ class PromptLoopEnv(_Episodes, gym.Env):
 
     ## Rewards
 
-    ``0`` on every step but the last; then ``reward(final_image, query)`` of the configured reward (default
-    ``"jpeg_compressibility"``, minus the JPEG size in kB). ``info["reward_components"]`` has the named parts
-    of a weighted sum.
+    ``0`` on every step but the last; then ``reward(final_image, query)`` of the configured reward: by default
+    ``"toy_alignment"`` on the toy model (the fraction of the query's attributes the toy scorer confirms, in
+    ``[0, 1]``) and ``"jpeg_compressibility"`` (minus the JPEG size in kB) on any other pipeline.
+    ``info["reward_components"]`` has the named parts of a weighted sum.
 
     ## Starting State
 
@@ -275,17 +282,20 @@ class PromptLoopEnv(_Episodes, gym.Env):
     ## Arguments
 
     * `pipeline`: a diffusers pipeline object, a folder written by ``save_pretrained``, or a model id in the
-      local Hugging Face cache. Default: a tiny Stable Diffusion built in memory (offline, random weights).
+      local Hugging Face cache. Default: the embedded toy world's model (a small Stable Diffusion trained on
+      the shapes domain, shipped in the package, 32 x 32 images), offline.
     * `num_inference_steps` (20): T, denoiser calls per image. `num_refinements` (5): K, actions per episode.
     * `schedule` (``"uniform"``): ``"uniform"``, ``"random"`` or a list of K step indices.
-    * `guidance_scale` (7.5), `negative_prompt` (None): classifier-free guidance as in diffusers.
+    * `guidance_scale`, `negative_prompt` (None): classifier-free guidance as in diffusers (default guidance:
+      7.5, and 3.0 on the toy model, whose images saturate and break up at higher guidance).
     * `height`, `width`: image size (default: the model's). `scheduler`: ``None`` (the pipeline's own),
       ``"ddim"``, ``"euler"`` or ``"dpm++"``.
     * `preview` (``"full"``): ``"full"`` (VAE decode), ``"linear"`` (fitted latent->RGB map, nearly free),
       ``"none"`` (blank: no latent feedback), or a callable. `preview_size`: int or (H, W).
-    * `reward` (``"jpeg_compressibility"``): a registered name, ``{name: weight}``, or a callable
-      ``(uint8 [N, H, W, 3], list[str]) -> [N]``.
-    * `prompts`: where queries come from: a list, a text file (one per line) or a callable ``rng -> str``.
+    * `reward`: a registered name, ``{name: weight}``, or a callable ``(uint8 [N, H, W, 3], list[str]) -> [N]``
+      (default: ``"toy_alignment"`` on the toy model, else ``"jpeg_compressibility"``).
+    * `prompts`: where queries come from: ``"toy-train"`` / ``"toy-test"`` (the toy grammar's splits), a list,
+      a text file (one per line) or a callable ``rng -> str`` (default: ``"toy-train"`` on the toy model).
     * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
       (every preview of the episode and the final image), frames at the image size.
     * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded.
@@ -320,13 +330,13 @@ class PromptLoopEnv(_Episodes, gym.Env):
         num_inference_steps: int = 20,
         num_refinements: int = 5,
         schedule: str | Sequence[int] = "uniform",
-        guidance_scale: float = 7.5,
+        guidance_scale: float | None = None,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
         preview: str | Callable[..., np.ndarray] = "full",
         preview_size: int | tuple[int, int] | None = None,
-        reward: Any = "jpeg_compressibility",
+        reward: Any = None,
         prompts: Any = None,
         scheduler: str | None = None,
         render_mode: str | None = None,

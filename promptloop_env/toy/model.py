@@ -12,13 +12,15 @@ import functools
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOY_MODEL_DIR", "build_toy_pipeline", "load_toy_pipeline", "toy_scheduler"]
+__all__ = ["TOY_GUIDANCE_SCALE", "TOY_MODEL_DIR", "build_toy_pipeline", "load_toy_pipeline", "toy_scheduler"]
 
 #: The shipped pipeline folder (written by ``save_pretrained``).
 TOY_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 
 IMAGE_SIZE = 32
 MAX_TOKENS = 40
+#: Classifier-free guidance the toy model samples best with (higher guidance saturates and breaks up images).
+TOY_GUIDANCE_SCALE = 3.0
 
 
 def toy_scheduler() -> Any:

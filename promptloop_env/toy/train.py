@@ -42,13 +42,13 @@ class TrainConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     pool: int = 40_000
-    unet_steps: int = 1800
+    unet_steps: int = 3000
     batch: int = 64
     lr: float = 5e-4
     warmup: int = 100
     cfg_dropout: float = 0.1
     caption_drop: float = 0.3
-    eval_every: int = 300
+    eval_every: int = 500
     eval_queries: int = 64
     eval_seeds: int = 2
     threads: int = 0
