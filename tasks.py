@@ -50,7 +50,10 @@ def ensure_venv() -> None:
 
 
 def run(args: list[str]) -> int:
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the demo and tests never download anything
+    # transformers warns at import that torchvision is missing (its PIL fallbacks serve us); keep output clean.
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return subprocess.run(args, cwd=ROOT, env=env).returncode
 
 
