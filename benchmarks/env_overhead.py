@@ -18,6 +18,7 @@ the episode's wall time minus those parts (Gymnasium wrappers, observation dicts
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import statistics
@@ -105,6 +106,7 @@ def main() -> None:
     lines = [
         "# Env overhead: one episode vs one bare diffusers call",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python benchmarks/env_overhead.py --rounds {args.rounds} --steps {args.steps} "
         f"--refinements {args.refinements}`  ",
         f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, "

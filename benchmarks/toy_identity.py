@@ -10,6 +10,7 @@ table and a sample grid (the first 32 one-object and 32 two-object images).
 from __future__ import annotations
 
 import argparse
+import datetime
 from pathlib import Path
 
 import gymnasium as gym
@@ -55,6 +56,7 @@ def main() -> None:
     lines = [
         "# Toy world: the identity policy on held-out queries",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python benchmarks/toy_identity.py --n {args.n} --batch {args.batch} --seed {args.seed}`  ",
         f"`PromptLoop-v0` defaults (the shipped toy model, DDIM T = 20, K = 5, guidance 3.0), the query as every "
         f"action, {args.n} held-out queries per group (30% of optional attributes left out), graded by the toy "

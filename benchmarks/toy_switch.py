@@ -11,6 +11,7 @@ policy when its words still count.
 from __future__ import annotations
 
 import argparse
+import datetime
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 import promptloop_env  # noqa: F401
-from promptloop_env.toy.grammar import COLORS, parse
+from promptloop_env.toy.grammar import COLORS, Object, Scene, caption, parse, random_scene
 from promptloop_env.toy.scorer import score
 
 OUT = Path(__file__).parent / "results"
@@ -31,8 +32,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    from promptloop_env.toy.grammar import Object, Scene, caption, random_scene
-
     pairs = []
     while len(pairs) < args.pairs:
         scene = random_scene(rng, num_objects=1)
@@ -62,6 +61,7 @@ def main() -> None:
     lines = [
         "# Toy world: when does a prompt change still matter?",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python benchmarks/toy_switch.py --pairs {args.pairs} --steps {args.steps} --seed {args.seed}`  ",
         f"{n} pairs of one-object queries differing only in colour; query A for steps 0..k-1, B from step k "
         f"(k = {args.steps}: A throughout); same initial noise for every k; colour graded by the toy scorer.",

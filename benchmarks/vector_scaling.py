@@ -10,6 +10,7 @@ interleaved and the medians reported, with the ratio vector / sequential of traj
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import statistics
@@ -63,6 +64,7 @@ def main() -> None:
     lines = [
         "# Vector env scaling: trajectories per second",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python benchmarks/vector_scaling.py --rounds {args.rounds} --sizes "
         f"{' '.join(map(str, args.sizes))}`  ",
         f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, guidance 3.0, "

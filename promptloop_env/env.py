@@ -144,7 +144,7 @@ class _Episodes:
         self, rng: np.random.Generator, query: str | None, latents: Any
     ) -> tuple[str, torch.Tensor, torch.Generator, list[int]]:
         """One trajectory's query, initial noise ``[1, C, h, w]``, generator and schedule, all from ``rng``."""
-        drawn = self._prompt_source(rng)
+        drawn = self._prompt_source(rng)  # drawn even when options name the query: same random stream
         query = drawn if query is None else query
         if not isinstance(query, str):
             raise TypeError(f"options['query'] must be a str; got {type(query).__name__}.")

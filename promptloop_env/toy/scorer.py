@@ -18,6 +18,7 @@ accepts renders of a scene's own spec and rejects renders scored against another
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import sys
 import time
@@ -484,6 +485,7 @@ def _markdown(result: dict, command: str, seconds: float) -> str:
     lines = [
         "# Toy scorer validation: weight-free verdicts on rendered shapes scenes",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `{command}`  ",
         f"{result['n']} random scenes per test (seed {result['seed']}), rendered at 32x32 with jitter "
         f"(position +-2 px, size +-1 px); {seconds:.1f} s on CPU.",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import os
 import shutil
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     md = [
         "# Toy model training",
         "",
+        f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python -m promptloop_env.toy.train --seed {cfg.seed} --vae-steps {cfg.vae_steps} "
         f"--unet-steps {cfg.unet_steps}`  ",
         f"Parameters: UNet {counts['unet']:,}, VAE {counts['vae']:,}, text encoder {counts['text_encoder']:,}.  ",
