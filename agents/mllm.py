@@ -17,7 +17,7 @@ import contextlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_USER_TEMPLATE",
     "AgentError",
     "MLLMAgent",
+    "Scores",
     "Turn",
     "parse_prompt",
     "split_observations",
@@ -81,7 +82,8 @@ class Turn:
     ``response_ids``: the agent's own tokens (the end-of-turn token included when it was produced);
     ``logprobs``: their log-probabilities under the sampling policy (temperature applied, no top-p);
     ``text``: the decoded answer; ``prompt``: the action sent to the env; ``fallback``: the answer had no
-    prompt, so the prompt in force was kept.
+    prompt, so the prompt in force was kept. The trainers fill ``ref_logprobs`` (the reference policy's) and
+    ``values`` (the value head's, PPO) before an update.
     """
 
     image: np.ndarray
@@ -91,7 +93,17 @@ class Turn:
     text: str
     prompt: str
     fallback: bool
-    extras: dict[str, Any] = field(default_factory=dict)
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+
+@dataclass
+class Scores:
+    """What :meth:`MLLMAgent.score` returns: one tensor per turn in each field (``None`` when not asked)."""
+
+    logprobs: list[torch.Tensor]
+    values: list[torch.Tensor] | None = None
+    entropy: list[torch.Tensor] | None = None
 
 
 class MLLMAgent:
@@ -426,12 +438,13 @@ class MLLMAgent:
 
     # ------------------------------------------------------------------ scoring (training forward pass)
     def score(
-        self, turns: Sequence[Turn], *, reference: bool = False, values: bool = False
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Log-probs of each turn's response tokens (and the value head's values at the same positions).
+        self, turns: Sequence[Turn], *, reference: bool = False, values: bool = False, entropy: bool = False
+    ) -> Scores:
+        """Log-probs of each turn's answer tokens, and optionally the value head's values and the policy's
+        entropy at the same positions, one tensor per turn.
 
         Runs with gradients when grad mode is on. ``reference=True`` scores with the LoRA adapter disabled
-        (the frozen reference policy). Values at token j estimate the return before token j is emitted.
+        (the frozen reference policy). The value at token j estimates the return before token j is emitted.
         """
         if values and self.value_head is None:
             raise AgentError("values=True needs a value head: call add_value_head() first.")
@@ -441,24 +454,22 @@ class MLLMAgent:
         disable = self.model.disable_adapter() if reference and self.has_lora else contextlib.nullcontext()
         with disable:
             out = self.model(**inputs, use_cache=False, output_hidden_states=values, logits_to_keep=longest + 1)
-        # logits_to_keep keeps the last (longest + 1) positions; the sequences are left-padded so all end at -1.
+        # The sequences are left-padded, so they all end at the last position; logits_to_keep kept the last
+        # (longest + 1) positions, and the logits at position p predict the token at p + 1.
         logits = self._mask(out.logits[:, :-1].float() / self.temperature)
         hidden = out.hidden_states[-1][:, -(longest + 1) : -1].float() if values else None
-        logprobs, value_list = [], [] if values else None
+        result = Scores([], [] if values else None, [] if entropy else None)
         for i, turn in enumerate(turns):
             n = len(turn.response_ids)
-            if n == 0:
-                logprobs.append(logits.new_zeros(0))
-                if values:
-                    value_list.append(logits.new_zeros(0))
-                continue
-            rows = logits[i, longest - n :]
-            tokens = turn.response_ids.to(rows.device)
-            logprobs.append(torch.log_softmax(rows, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
+            all_logprobs = torch.log_softmax(logits[i, longest - n :], dim=-1)
+            tokens = turn.response_ids.to(all_logprobs.device)
+            result.logprobs.append(all_logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
             if values:
-                head = self.value_head.to(hidden.device)
-                value_list.append(head(hidden[i, longest - n :]).squeeze(-1))
-        return logprobs, value_list
+                result.values.append(self.value_head.to(hidden.device)(hidden[i, longest - n :]).squeeze(-1))
+            if entropy:
+                finite = torch.nan_to_num(all_logprobs, neginf=0.0)  # masked tokens: 0 * -inf would be nan
+                result.entropy.append(-(all_logprobs.exp() * finite).sum(-1))
+        return result
 
     def _mask(self, logits: torch.Tensor) -> torch.Tensor:
         if self.suppressed_ids:
@@ -469,7 +480,7 @@ class MLLMAgent:
     def reference(self, turns: Sequence[Turn]) -> list[torch.Tensor]:
         """The reference policy's log-probs of the turns' tokens (adapter disabled, no gradients)."""
         with torch.no_grad():
-            return self.score(turns, reference=True)[0]
+            return self.score(turns, reference=True).logprobs
 
 
 def _resolve_base(base: Any) -> Any:

@@ -10,7 +10,7 @@
 split, and the ``toy_alignment`` reward.
 """
 
-from .grammar import ParseError, Scene, Spec, caption, parse, random_scene, sample_queries, spec_of, split_of
+from .grammar import ParseError, Scene, Spec, caption, describe, parse, random_scene, sample_queries, spec_of, split_of
 from .renderer import render
 from .scorer import Verdict, accuracy, score
 
@@ -21,6 +21,7 @@ __all__ = [
     "Verdict",
     "accuracy",
     "caption",
+    "describe",
     "parse",
     "random_scene",
     "render",

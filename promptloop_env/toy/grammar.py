@@ -28,6 +28,7 @@ __all__ = [
     "Scene",
     "Spec",
     "caption",
+    "describe",
     "parse",
     "random_scene",
     "sample_queries",
@@ -335,6 +336,28 @@ def caption(scene: Scene, rng: np.random.Generator, drop: float = 0.0) -> str:
         else:  # "a red circle is left of a blue square against a white backdrop"
             text = _join(nps[0] + (" is" if keep_place else ""), rel, nps[1] + (_comma(rng) if bg else ""), bg)
     return text.lower()
+
+
+def describe(spec: Spec) -> str:
+    """The canonical caption of a spec: every stated attribute, in the first surface form of each word, in
+    the order "size colour shape, position or relation, background" (e.g. "a small red circle on the left
+    on a white background"). ``parse(describe(spec)) == spec``; the toy policy learns to write it."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"describe() takes a Spec, got {type(spec).__name__}.")
+
+    def noun(obj: ObjectSpec) -> str:
+        words = [_SIZE_WORDS[obj.size][0] if obj.size else None, obj.color, obj.shape and _SHAPE_WORDS[obj.shape][0]]
+        text = _join(*words)
+        return ("an " if text[0] in "aeiou" else "a ") + text
+
+    parts = [noun(spec.objects[0])]
+    if len(spec.objects) == 2:
+        parts += [_RELATION_PHRASES[spec.relation][0] if spec.relation else "and", noun(spec.objects[1])]
+    elif spec.position:
+        parts.append(_POSITION_PHRASES[spec.position][0])
+    if spec.background:
+        parts.append(_BACKGROUND_TEMPLATES[0].format(_BACKGROUND_WORDS[spec.background][0]))
+    return _join(*parts)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The ``promptloop`` command.
+
+    promptloop train [--config run.yaml] [--algo grpo] [--updates 40] [--out runs/toy] [--resume runs/toy] ...
+    promptloop eval --agent identity --agent runs/toy/agent [--queries toy-test] [--n 200] [--out table.md]
+
+``train`` takes every :class:`agents.train.TrainConfig` setting as a flag (``--queries-per-update 4``); a
+config file (YAML, read with ``yaml.safe_load``, or JSON) sets the same names, and flags given on the command
+line override it. ``eval`` runs each ``--agent`` (a baseline name: identity, suffix, random-bank; ``toy``;
+or an agent folder such as a run's ``agent/``) over the same queries and seeds and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .train import ConfigError, TrainConfig
+
+__all__ = ["load_config", "main"]
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    name = str(f.type).replace(" | None", "").strip()
+    return _TYPES.get(name, str)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from defaults, then a YAML/JSON file, then ``overrides``; validated."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        if str(path).endswith(".json"):
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}.")
+    values.update(overrides or {})
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"Unknown settings {unknown}; known: {sorted(known)}.")
+    for name, value in values.items():
+        kind = _field_type(known[name])
+        if value is not None and not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            raise ConfigError(f"Setting {name}={value!r} should be a {kind.__name__}.")
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _train_parser(sub: Any) -> None:
+    parser = sub.add_parser("train", help="train an agent with GRPO or PPO", argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML or JSON file of settings (flags override it)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, help=help_text, metavar=kind.__name__.upper())
+
+
+def _eval_parser(sub: Any) -> None:
+    parser = sub.add_parser("eval", help="evaluate agents and baselines on a prompt set")
+    parser.add_argument("--agent", action="append", required=True, help="baseline name, 'toy', or agent folder")
+    parser.add_argument("--queries", default="toy-test", help="prompt set (default: the toy world's held-out split)")
+    parser.add_argument("--n", type=int, default=200, help="number of queries")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the queries and env seeds")
+    parser.add_argument("--env-id", default="PromptLoop-v0")
+    parser.add_argument("--num-envs", type=int, default=25, help="episodes run at once")
+    parser.add_argument("--num-inference-steps", type=int, default=20)
+    parser.add_argument("--num-refinements", type=int, default=5)
+    parser.add_argument("--schedule", default="uniform", help="refinement points at eval (paper: uniform)")
+    parser.add_argument("--preview", default="full")
+    parser.add_argument("--reward", default=None)
+    parser.add_argument("--one-shot", action="store_true", help="agents act at the first refinement only")
+    parser.add_argument("--greedy", action="store_true", help="agents answer greedily instead of sampling")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+
+
+def run_eval(args: argparse.Namespace) -> str:
+    """Evaluate every ``--agent`` and return the Markdown table."""
+    from .baselines import BASELINES, make_baseline
+    from .evaluate import eval_queries, evaluate, markdown_table
+    from .train import load_agent, make_envs
+
+    queries = eval_queries(args.queries, args.n, args.seed)
+    env_kwargs: dict[str, Any] = dict(
+        num_inference_steps=args.num_inference_steps,
+        num_refinements=args.num_refinements,
+        schedule=args.schedule,
+        preview=args.preview,
+    )
+    if args.reward:
+        env_kwargs["reward"] = args.reward
+    envs = make_envs(args.env_id, min(args.num_envs, args.n), **env_kwargs)
+    results = {}
+    for spec in args.agent:
+        policy = make_baseline(spec) if spec in BASELINES else load_agent(spec)
+        label = spec + (" (one-shot)" if args.one_shot and spec not in BASELINES else "")
+        results[label] = evaluate(
+            policy, envs, queries, seed=args.seed, one_shot=args.one_shot and spec not in BASELINES, greedy=args.greedy
+        )
+    envs.close()
+    table = markdown_table(results)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    return table
+
+
+def _quiet_libraries() -> None:
+    """Loading bars and deprecation chatter of the libraries below would drown the run's own output."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = argparse.ArgumentParser(prog="promptloop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _eval_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            from .train import train
+
+            overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet")}
+            config = load_config(getattr(args, "config", None), overrides)
+            result = train(config, progress=not getattr(args, "quiet", False))
+            print(f"trained agent: {result['agent']}")
+            print(f"TensorBoard:   tensorboard --logdir {result['tensorboard']}")
+        else:
+            print(run_eval(args))
+    except ConfigError as error:
+        print(f"promptloop {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Evaluation: run policies (agents or baselines) over a fixed prompt set and tabulate their rewards.
+
+Every policy sees the same queries with the same env seeds (so the same initial noise and refinement
+points); the table reports the mean reward with a 95 % confidence interval (normal approximation,
+``1.96 * std / sqrt(n)``) and the mean of each reward component.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .rollout import collect
+
+__all__ = ["EvalResult", "evaluate", "eval_queries", "markdown_table"]
+
+
+@dataclass
+class EvalResult:
+    """Per-episode rewards and reward components of one policy."""
+
+    rewards: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    fallback_rate: float = float("nan")
+
+    @property
+    def mean(self) -> float:
+        return float(self.rewards.mean())
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95 % confidence interval of the mean."""
+        n = len(self.rewards)
+        return float(1.96 * self.rewards.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def eval_queries(spec: str | Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` queries from a prompt set (a named set such as ``"toy-test"``, a file, or a list), fixed by ``seed``."""
+    from promptloop_env.prompts import make_prompt_source
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    source = make_prompt_source(spec)
+    rng = np.random.default_rng(seed)
+    return [source(rng) for _ in range(n)]
+
+
+def evaluate(
+    policy: Any,
+    envs: Any,
+    queries: Sequence[str],
+    *,
+    seed: int = 0,
+    one_shot: bool = False,
+    greedy: bool = False,
+) -> EvalResult:
+    """Run ``policy`` on every query, ``envs.num_envs`` episodes at a time; the env seed of query i is
+    ``seed + i`` (the same for every policy evaluated with the same arguments)."""
+    n = envs.num_envs
+    rewards: list[float] = []
+    components: dict[str, list[float]] = {}
+    fallbacks: list[bool] = []
+    for start in range(0, len(queries), n):
+        chunk = list(queries[start : start + n])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (n - real)  # pad the last batch; the padding episodes are dropped
+        seeds = [seed + start + i for i in range(n)]
+        episodes = collect(policy, envs, chunk, seeds, one_shot=one_shot, greedy=greedy)[:real]
+        for episode in episodes:
+            rewards.append(episode.reward)
+            fallbacks += [t.fallback for t in episode.turns]
+            for name, value in episode.components.items():
+                components.setdefault(name, []).append(value)
+    return EvalResult(
+        np.array(rewards),
+        {k: np.array(v) for k, v in components.items()},
+        float(np.mean(fallbacks)) if fallbacks else float("nan"),
+    )
+
+
+def markdown_table(results: Mapping[str, EvalResult]) -> str:
+    """One row per policy: mean reward +- 95 % CI, n, each component's mean, the agent's fallback rate."""
+    names = sorted({c for r in results.values() for c in r.components})
+    header = ["policy", "mean reward", "95% CI", "n", *names, "fallback rate"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, result in results.items():
+        cells = [
+            label,
+            f"{result.mean:.4f}",
+            f"[{result.mean - result.ci95:.4f}, {result.mean + result.ci95:.4f}]",
+            str(len(result.rewards)),
+            *(f"{result.components[c].mean():.4f}" if c in result.components else "" for c in names),
+            "" if math.isnan(result.fallback_rate) else f"{result.fallback_rate:.3f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
