@@ -62,7 +62,13 @@ def grpo_loss(
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipfrac = ((ratio - 1).abs() > clip).float().mean()
-    return {"loss": loss, "policy_loss": -surrogate.mean(), "kl": kl.mean(), "approx_kl": approx_kl, "clipfrac": clipfrac}
+    return {
+        "loss": loss,
+        "policy_loss": -surrogate.mean(),
+        "kl": kl.mean(),
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
 
 
 def grpo_update(

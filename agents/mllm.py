@@ -136,7 +136,9 @@ class MLLMAgent:
     ) -> None:
         self.name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
-        image_processor = image_processor if image_processor is not None else getattr(processor, "image_processor", None)
+        image_processor = (
+            image_processor if image_processor is not None else getattr(processor, "image_processor", None)
+        )
         if tokenizer is None:
             raise AgentError(f"{self.name}: no tokenizer; pass processor= or tokenizer=.")
         if image_processor is None:
@@ -175,7 +177,9 @@ class MLLMAgent:
                 f"{self.name}: model type {self.family!r} needs its processor (one that takes text= and images=); "
                 f"built in: {', '.join(_QWEN_FAMILIES)}, llava."
             )
-        self._image_token = tokenizer.convert_ids_to_tokens(self._image_token_id) if hasattr(self, "_image_token_id") else None
+        self._image_token = (
+            tokenizer.convert_ids_to_tokens(self._image_token_id) if hasattr(self, "_image_token_id") else None
+        )
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_token_ids = {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None}
@@ -186,8 +190,13 @@ class MLLMAgent:
         self.suppressed_ids = sorted(
             {
                 int(i)
-                for key in ("image_token_id", "image_token_index", "video_token_id", "vision_start_token_id",
-                            "vision_end_token_id")
+                for key in (
+                    "image_token_id",
+                    "image_token_index",
+                    "video_token_id",
+                    "vision_start_token_id",
+                    "vision_end_token_id",
+                )
                 if (i := getattr(config, key, None)) is not None
             }
         )

@@ -114,14 +114,14 @@ def ppo_update(
         for batch in np.array_split(order, min(settings.minibatches, len(episodes))):
             turns = [t for i in batch for t in episodes[i].turns]
             scores = agent.score(turns, values=True, entropy=True)
-            cat = lambda parts: torch.cat([p.to(scores.logprobs[0].device) for p in parts])  # noqa: E731
+            device = scores.logprobs[0].device
             losses = ppo_losses(
                 torch.cat(scores.logprobs),
-                cat([old_logprobs[i] for i in batch]),
-                cat([advantages[i] for i in batch]),
+                torch.cat([old_logprobs[i] for i in batch]).to(device),
+                torch.cat([advantages[i] for i in batch]).to(device),
                 torch.cat(scores.values),
-                cat([old_values[i] for i in batch]),
-                cat([returns[i] for i in batch]),
+                torch.cat([old_values[i] for i in batch]).to(device),
+                torch.cat([returns[i] for i in batch]).to(device),
                 settings.clip,
                 settings.clip_value,
             )

@@ -28,9 +28,11 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "[UNK]",
 )
 #: Words of the chat scaffolding every tiny tokenizer knows (roles, the agent's message fields, tags).
-CHAT_WORDS: tuple[str, ...] = tuple(
-    "system user assistant query prompt progress refine the for a model".split()
-) + tuple(",.:;%!?-'\"()") + tuple("0123456789")
+CHAT_WORDS: tuple[str, ...] = (
+    tuple("system user assistant query prompt progress refine the for a model".split())
+    + tuple(",.:;%!?-'\"()")
+    + tuple("0123456789")
+)
 
 #: ChatML (Qwen's format): string or list-of-parts contents; images become the family's image placeholder.
 CHAT_TEMPLATE = (

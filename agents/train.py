@@ -166,7 +166,9 @@ def _checkpoint_dir(out: Path, update: int) -> Path:
     return out / "checkpoints" / f"update_{update:06d}"
 
 
-def save_checkpoint(out: Path, update: int, agent: MLLMAgent, optimizer: torch.optim.Optimizer, config: TrainConfig) -> Path:
+def save_checkpoint(
+    out: Path, update: int, agent: MLLMAgent, optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> Path:
     """Write the adapter, value head, optimizer and RNG state after ``update`` updates, atomically."""
     from safetensors.torch import save_file
 
@@ -177,7 +179,9 @@ def save_checkpoint(out: Path, update: int, agent: MLLMAgent, optimizer: torch.o
             save_file(agent.value_head.state_dict(), str(folder / "value_head.safetensors"))
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
-        (folder / "state.json").write_text(json.dumps({"update": update, "config": dataclasses.asdict(config)}, indent=2))
+        (folder / "state.json").write_text(
+            json.dumps({"update": update, "config": dataclasses.asdict(config)}, indent=2)
+        )
     atomic_write_text(out / "checkpoints" / "latest", target.name + "\n")
     kept = sorted((out / "checkpoints").glob("update_*"))
     for old in kept[: -config.keep_checkpoints]:
@@ -269,7 +273,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     optimizer = accelerator.prepare(torch.optim.AdamW(agent.trainable_parameters(), lr=config.lr))
     start = load_checkpoint(config.resume, agent, optimizer) if config.resume else 0
     if start >= config.updates:
-        raise ConfigError(f"The checkpoint at {config.resume} already has {start} updates (config.updates={config.updates}).")
+        raise ConfigError(
+            f"The checkpoint at {config.resume} already has {start} updates (config.updates={config.updates})."
+        )
 
     source = make_prompt_source(config.queries)
     envs = make_envs(config.env_id, config.num_envs, **config.env_kwargs())
@@ -326,7 +332,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
             {
                 "charts/episodic_return": float(rewards.mean()),
                 "objective/scores": float(rewards.mean()),
-                "objective/kl": float(np.mean([(e.tokens("logprobs") - e.tokens("ref_logprobs")).sum() for e in episodes])),
+                "objective/kl": float(
+                    np.mean([(e.tokens("logprobs") - e.tokens("ref_logprobs")).sum() for e in episodes])
+                ),
                 "charts/fallback_rate": float(np.mean([t.fallback for t in turns])),
                 "charts/response_length": tokens / max(len(turns), 1),
                 "charts/episodes_per_second": len(episodes) / (t2 - t0),
@@ -335,7 +343,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 "charts/update_seconds": t2 - t1,
             }
         )
-        for name, value in episodes[0].components.items():
+        for name in episodes[0].components:
             metrics[f"rewards/{name}"] = float(np.mean([e.components.get(name, np.nan) for e in episodes]))
         step = (update + 1) * config.num_envs  # episodes seen
         for name, value in metrics.items():

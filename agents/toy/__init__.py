@@ -35,7 +35,9 @@ def build_toy_policy(seed: int = 0, hidden_size: int = 64, num_layers: int = 2) 
     model, tokenizer, image_processor = tiny_qwen2_vl(
         vocabulary(), hidden_size=hidden_size, num_layers=num_layers, image_size=32, patch_size=4, seed=seed
     )
-    return MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, name="toy-policy", **TOY_POLICY_SETTINGS)
+    return MLLMAgent(
+        model, tokenizer=tokenizer, image_processor=image_processor, name="toy-policy", **TOY_POLICY_SETTINGS
+    )
 
 
 def load_toy_policy(**overrides: Any) -> Any:

@@ -72,12 +72,12 @@ def evaluate(agent, n: int, seed: int) -> dict[str, float]:
     """Greedy answers on held-out (test-split) queries: exact canonical match and parseable rate."""
     queries = sample_queries(n, "test", seed=seed, drop=0.3)
     rng = np.random.default_rng(seed)
-    observations = [
-        {"preview": render(random_scene(rng)), "query": q, "prompt": q, "progress": 0.25} for q in queries
-    ]
+    observations = [{"preview": render(random_scene(rng)), "query": q, "prompt": q, "progress": 0.25} for q in queries]
     exact = parsed = 0
     for start in range(0, n, 50):
-        for obs, turn in zip(observations[start : start + 50], agent.generate(observations[start : start + 50], greedy=True), strict=True):
+        for obs, turn in zip(
+            observations[start : start + 50], agent.generate(observations[start : start + 50], greedy=True), strict=True
+        ):
             exact += turn.prompt == describe(parse(obs["query"]))
             try:
                 parse(turn.prompt)
@@ -100,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in agent.model.parameters())
     optimizer = torch.optim.AdamW(agent.model.parameters(), lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.1)
-    log = [f"# Toy policy SFT ({datetime.date.today().isoformat()})", "", f"`python -m agents.toy.sft` with {config}", ""]
+    log = [
+        f"# Toy policy SFT ({datetime.date.today().isoformat()})",
+        "",
+        f"`python -m agents.toy.sft` with {config}",
+        "",
+    ]
     log += [f"Qwen2VLForConditionalGeneration, {params / 1e6:.3f} M parameters, vocabulary {len(agent.tokenizer)}.", ""]
     log += ["| step | loss | held-out exact | parseable | minutes |", "|---|---|---|---|---|"]
     start = time.time()
