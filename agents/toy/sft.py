@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             metrics = evaluate(agent, config.eval_queries, seed=1234)
             agent.model.train()
             minutes = (time.time() - start) / 60
-            row = f"| {step} | {np.mean(losses[-50:]):.4f} | {metrics['exact']:.3f} | {metrics['parseable']:.3f} | {minutes:.1f} |"
+            loss_avg = np.mean(losses[-50:])
+            row = f"| {step} | {loss_avg:.4f} | {metrics['exact']:.3f} | {metrics['parseable']:.3f} | {minutes:.1f} |"
             print(row, flush=True)
             log.append(row)
     agent.model.eval()
