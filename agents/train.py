@@ -56,7 +56,9 @@ class TrainConfig:
     queries: str = _f("toy-train", "training prompt set: a named set, a text file, ...")
     num_inference_steps: int = _f(20, "denoising steps T per episode")
     num_refinements: int = _f(5, "refinement points K per episode (the agent acts K times)")
-    schedule: str = _f("random", "where the refinement points fall during training: random or uniform")
+    schedule: str = _f(
+        "random", "where the refinement points fall during training: random, uniform, or explicit steps '1,5,9'"
+    )
     preview: str = _f("full", "what the agent sees: full (VAE decode of x0), linear, none (no latent feedback)")
     one_shot: bool = _f(False, "act at the first refinement only and hold the prompt (feed-forward rewriting)")
     queries_per_update: int = _f(4, "distinct queries per update")
@@ -75,7 +77,7 @@ class TrainConfig:
     ent_coef: float = _f(0.0, "PPO: entropy bonus coefficient")
     gamma: float = _f(1.0, "PPO: discount over agent tokens")
     lam: float = _f(0.95, "PPO: GAE lambda")
-    temperature: float = _f(1.0, "sampling temperature of the policy")
+    temperature: float | None = _f(None, "sampling temperature of the policy (None: the agent's own setting)")
     seed: int = _f(0, "seed of queries, env seeds and sampling")
     out: str = _f("runs/promptloop", "run folder: TensorBoard logs, checkpoints, the final agent")
     checkpoint_every: int = _f(10, "write a checkpoint every N updates (and after the last)")
@@ -104,7 +106,17 @@ class TrainConfig:
                 f"num_inference_steps - 1 = {self.num_inference_steps - 1}, at least 1)"
             )
         if self.schedule not in ("random", "uniform"):
-            problems.append(f"schedule={self.schedule!r} (expected 'random' or 'uniform')")
+            try:
+                steps = self.schedule_steps()
+            except ValueError:
+                steps = None
+            if steps is None or len(steps) != self.num_refinements or not all(
+                0 <= s < self.num_inference_steps for s in steps
+            ):
+                problems.append(
+                    f"schedule={self.schedule!r} (expected 'random', 'uniform' or {self.num_refinements} "
+                    f"comma-separated steps in 0..{self.num_inference_steps - 1})"
+                )
         if self.preview not in ("full", "linear", "none"):
             problems.append(f"preview={self.preview!r} (expected 'full', 'linear' or 'none')")
         for name in ("kl_coef", "vf_coef", "ent_coef"):
@@ -118,7 +130,7 @@ class TrainConfig:
             problems.append("epochs, minibatches, lora_r must be >= 1 and max_grad_norm > 0")
         if self.minibatches > self.queries_per_update * self.group_size:
             problems.append(f"minibatches={self.minibatches} exceeds the episodes per update")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             problems.append(f"temperature={self.temperature} (must be > 0)")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_images_every < 0:
             problems.append("checkpoint_every and keep_checkpoints must be >= 1, log_images_every >= 0")
@@ -126,6 +138,10 @@ class TrainConfig:
             problems.append(f"mixed_precision={self.mixed_precision!r} (expected no, fp16 or bf16)")
         if problems:
             raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
+
+    def schedule_steps(self) -> list[int]:
+        """An explicit schedule as a list of steps (``ValueError`` for random/uniform or bad text)."""
+        return [int(part) for part in self.schedule.split(",")]
 
     @property
     def num_envs(self) -> int:
@@ -135,7 +151,7 @@ class TrainConfig:
         kwargs: dict[str, Any] = dict(
             num_inference_steps=self.num_inference_steps,
             num_refinements=self.num_refinements,
-            schedule=self.schedule,
+            schedule=self.schedule if self.schedule in ("random", "uniform") else self.schedule_steps(),
             preview=self.preview,
         )
         if self.reward is not None:
@@ -210,6 +226,7 @@ def find_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.Optimizer) -> int:
     """Restore adapter, value head, optimizer and RNG state; return the number of updates done."""
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = find_checkpoint(path)
@@ -221,7 +238,7 @@ def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.O
             agent.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
-    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         raise CheckpointError(f"Checkpoint {folder} is incomplete or unreadable: {error}") from error
     return int(state["update"])
 
@@ -263,7 +280,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(config.out)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
-    agent = load_agent(config.agent, temperature=config.temperature)
+    agent = load_agent(config.agent, **({} if config.temperature is None else {"temperature": config.temperature}))
     agent.add_lora(r=config.lora_r, alpha=config.lora_alpha)
     if config.algo == "ppo":
         agent.add_value_head()

@@ -1,0 +1,236 @@
+"""The agent package: MLLMAgent log-probs, LoRA reference, the PPO/GRPO maths, updates, resume, learning."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import promptloop_env  # noqa: F401  (registers the env ids)
+from agents.baselines import FixedSuffix, Identity, OneShot, RandomBank, make_baseline
+from agents.grpo import GRPOSettings, group_advantages, grpo_loss, grpo_update
+from agents.mllm import AgentError, MLLMAgent, parse_prompt
+from agents.ppo import PPOSettings, gae, ppo_losses, ppo_update, token_rewards, whiten
+from agents.rollout import annotate, collect
+from agents.tiny import tiny_llava, tiny_qwen2_vl
+from agents.toy import load_toy_policy
+from promptloop_env.toy.grammar import describe, parse, sample_queries
+
+WORDS = "a red blue circle square on the left right white background small large".split()
+
+
+def observations(n: int, seed: int = 0) -> dict:
+    """A vector-env style batch whose chats have different lengths (so the batch is padded)."""
+    rng = np.random.default_rng(seed)
+    queries = ["a red circle", "a small blue square on the left", "red", "a large circle on a white background"]
+    return {
+        "preview": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+        "query": tuple(queries[i % 4] for i in range(n)),
+        "prompt": tuple(queries[(i + 1) % 4] for i in range(n)),
+        "progress": rng.random((n, 1)).astype(np.float32),
+    }
+
+
+FAMILIES = {
+    "qwen2_vl": lambda: tiny_qwen2_vl(WORDS),
+    "qwen2_5_vl": lambda: tiny_qwen2_vl(WORDS, qwen2_5=True),
+    "llava": lambda: tiny_llava(WORDS),
+}
+
+
+def make_agent(family: str, **kwargs) -> MLLMAgent:
+    model, tokenizer, image_processor = FAMILIES[family]()
+    return MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, max_new_tokens=8, **kwargs)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_generation_logprobs_equal_training_forward(family):
+    agent = make_agent(family, temperature=1.3)
+    torch.manual_seed(0)
+    turns = agent.generate(observations(4))
+    assert len({len(t.context_ids) for t in turns}) > 1  # padded batch
+    batched = agent.score(turns).logprobs
+    single = [agent.score([t]).logprobs[0] for t in turns]
+    for turn, b, s in zip(turns, batched, single, strict=True):
+        assert len(turn.response_ids) >= 1
+        torch.testing.assert_close(b, turn.logprobs, atol=1e-4, rtol=0)
+        torch.testing.assert_close(s, turn.logprobs, atol=1e-4, rtol=0)
+        assert agent.suppressed_ids and not set(turn.response_ids.tolist()) & set(agent.suppressed_ids)
+
+
+def test_reference_is_the_base_model_with_the_adapter_disabled():
+    agent = make_agent("qwen2_vl")
+    base = make_agent("qwen2_vl")  # same seed: the same base weights
+    torch.manual_seed(1)
+    turns = agent.generate(observations(3))
+    agent.add_lora(r=4)
+    with torch.no_grad():
+        for name, param in agent.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    trained = agent.score(turns).logprobs
+    reference = agent.reference(turns)
+    expected = base.score(turns).logprobs
+    for r, e, t in zip(reference, expected, trained, strict=True):
+        torch.testing.assert_close(r, e, atol=1e-5, rtol=0)
+        assert not torch.allclose(t, e, atol=1e-3)
+    lora = [n for n, p in agent.model.named_parameters() if p.requires_grad]
+    assert lora and all("lora_" in n and "language_model" in n for n in lora)
+
+
+def test_parse_prompt_and_fallback_to_the_prompt_in_force():
+    assert parse_prompt("<prompt> a red circle </prompt> because") == "a red circle"
+    assert parse_prompt("Sure.\n<prompt>a blue square") == "a blue square"
+    assert parse_prompt('\n  "a cat"\nsecond line') == "a cat"
+    assert parse_prompt("  \n ") is None and parse_prompt("<prompt></prompt>") is None
+    agent = make_agent("qwen2_vl")
+    # A model that only ever ends its turn at once: every answer is empty, so the prompt in force is kept.
+    with torch.no_grad():
+        head = agent.model.lm_head.weight
+        head.zero_()
+        head[min(agent.eos_token_ids)] = 50.0
+        agent.model.model.language_model.norm.weight.fill_(1.0)
+    obs = observations(2)
+    turns = agent.generate(obs)
+    assert [t.prompt for t in turns] == list(obs["prompt"]) and all(t.fallback for t in turns)
+
+
+def test_agent_errors_name_the_model_and_what_is_missing():
+    model, tokenizer, image_processor = tiny_qwen2_vl(WORDS)
+    tokenizer.chat_template = None
+    with pytest.raises(AgentError, match="chat template"):
+        MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, name="my-model")
+    with pytest.raises(AgentError, match="my-model.*image processor"):
+        MLLMAgent(model, tokenizer=tokenizer, name="my-model")
+    model, tokenizer, image_processor = tiny_qwen2_vl(WORDS)
+    with pytest.raises(AgentError, match="temperature"):
+        MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, temperature=0)
+    with pytest.raises(AgentError, match="nowhere"):
+        MLLMAgent.from_pretrained("/nowhere/no-such-model")
+
+
+def test_gae_matches_hand_computed_values():
+    rewards = torch.tensor([0.0, 0.0, 1.0])
+    values = torch.tensor([0.5, 0.2, 0.1])
+    # deltas: -0.3, -0.1, 0.9; A2 = 0.9, A1 = -0.1 + 0.95 * 0.9, A0 = -0.3 + 0.95 * A1
+    expected = torch.tensor([-0.3 + 0.95 * 0.755, 0.755, 0.9])
+    torch.testing.assert_close(gae(rewards, values, 1.0, 0.95), expected)
+    # gamma 0.5, lambda 1: A2 = 0.9; A1 = 0 + 0.5 * 0.1 - 0.2 + 0.5 * 0.9 = 0.3; A0 = 0.1 - 0.5 + 0.15 = -0.25
+    torch.testing.assert_close(gae(rewards, values, 0.5, 1.0), torch.tensor([-0.25, 0.3, 0.9]))
+    shaped = token_rewards(torch.tensor([0.0, -1.0, -2.0]), torch.tensor([0.0, -1.5, -1.0]), 2.0, 0.1)
+    torch.testing.assert_close(shaped, torch.tensor([0.0, -0.05, 2.1]))
+    torch.testing.assert_close(whiten(torch.tensor([1.0, 3.0])), torch.tensor([-1.0, 1.0]))
+
+
+def test_ppo_losses_match_hand_computed_values():
+    logprobs = torch.log(torch.tensor([1.5, 0.5]))
+    out = ppo_losses(
+        logprobs,
+        torch.zeros(2),
+        advantages=torch.tensor([1.0, -1.0]),
+        values=torch.tensor([1.0, 0.0]),
+        old_values=torch.zeros(2),
+        returns=torch.tensor([0.5, 0.5]),
+        clip=0.2,
+        clip_value=0.2,
+    )
+    # policy: max(-1.5, -1.2) = -1.2 and max(0.5, 0.8) = 0.8 -> mean -0.2
+    assert math.isclose(out["policy_loss"].item(), -0.2, abs_tol=1e-6)
+    # value: clipped values (0.2, 0); max((v - R)^2, (vc - R)^2) = (0.25, 0.25) -> 0.5 * 0.25
+    assert math.isclose(out["value_loss"].item(), 0.125, abs_tol=1e-6)
+    assert math.isclose(out["clipfrac"].item(), 1.0)
+    expected_kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2
+    assert math.isclose(out["approx_kl"].item(), expected_kl, abs_tol=1e-6)
+
+
+def test_grpo_advantages_and_loss_match_hand_computed_values():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    adv = group_advantages(rewards, 4, eps=0.0 + 1e-12)
+    std = math.sqrt(1 / 3)  # sample std of (1, 0, 0, 1)
+    torch.testing.assert_close(adv[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / std)
+    torch.testing.assert_close(adv[4:], torch.zeros(4))
+    with pytest.raises(ValueError, match="groups of 1"):
+        group_advantages(rewards, 1)
+    logprobs = torch.tensor([-1.0, -2.0])
+    ref = torch.tensor([-1.5, -2.0])
+    out = grpo_loss(logprobs, logprobs.clone(), ref, torch.tensor([2.0, -1.0]), clip=0.2, kl_coef=0.1)
+    kl0 = math.exp(-0.5) + 0.5 - 1  # k3 with ref - logp = -0.5
+    assert math.isclose(out["loss"].item(), (-2.0 + 1.0) / 2 + 0.1 * kl0 / 2, abs_tol=1e-6)
+    assert math.isclose(out["kl"].item(), kl0 / 2, abs_tol=1e-6)
+    # A ratio above 1 + clip with a positive advantage is clipped: no gradient through it.
+    high = torch.tensor([0.5], requires_grad=True)
+    grpo_loss(high, torch.zeros(1), high.detach(), torch.ones(1), 0.2, 0.0)["loss"].backward()
+    assert high.grad.abs().item() == 0.0
+
+
+def small_envs(n: int, **kwargs):
+    return gym.make_vec(
+        "PromptLoop-v0", num_envs=n, vectorization_mode="vector_entry_point", num_inference_steps=6,
+        num_refinements=2, **kwargs,
+    )  # fmt: skip
+
+
+def test_toy_policy_rewrites_held_out_queries_canonically():
+    agent = load_toy_policy()
+    assert agent.family == "qwen2_vl" and agent.temperature == 1.5
+    queries = sample_queries(20, "test", seed=7)
+    obs = {
+        "preview": np.zeros((20, 32, 32, 3), np.uint8),
+        "query": tuple(queries),
+        "prompt": tuple(queries),
+        "progress": np.full((20, 1), 0.25, np.float32),
+    }
+    answers = [t.prompt for t in agent.generate(obs, greedy=True)]
+    exact = np.mean([a == describe(parse(q)) for a, q in zip(answers, queries, strict=True)])
+    assert exact >= 0.9, answers
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_one_update_on_the_toy_world_changes_only_lora_and_value_head(algo):
+    agent = load_toy_policy()
+    agent.add_lora(r=4)
+    if algo == "ppo":
+        agent.add_value_head()
+    before = {n: p.detach().clone() for n, p in agent.model.named_parameters()}
+    head_before = None if agent.value_head is None else agent.value_head.weight.detach().clone()
+    envs = small_envs(4)
+    torch.manual_seed(0)
+    episodes = collect(agent, envs, ["a red circle"] * 2 + ["a blue square on the left"] * 2, [0, 1, 2, 3])
+    assert all(len(e.turns) == 2 and e.image.shape == (32, 32, 3) for e in episodes)
+    # Only the agent's own tokens form the trained sequence: no chat or image token is among them.
+    for e in episodes:
+        assert len(e.tokens("logprobs")) == e.num_tokens == sum(len(t.response_ids) for t in e.turns)
+    annotate(agent, episodes, values=algo == "ppo")
+    optimizer = torch.optim.AdamW(agent.trainable_parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    episodes[0].reward, episodes[1].reward = 1.0, 0.0  # make sure the first group has a non-zero advantage
+    if algo == "grpo":
+        metrics = grpo_update(agent, episodes, optimizer, GRPOSettings(group_size=2), rng)
+    else:
+        metrics = ppo_update(agent, episodes, optimizer, PPOSettings(minibatches=2), rng)
+        assert "losses/explained_variance" in metrics and not torch.equal(agent.value_head.weight, head_before)
+    assert all(math.isfinite(v) for k, v in metrics.items() if k != "losses/explained_variance")
+    changed = {n for n, p in agent.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    envs.close()
+
+
+def test_baselines_share_the_agent_interface():
+    obs = observations(3)
+    assert Identity().act(obs) == list(obs["query"])
+    assert FixedSuffix(", vivid").act(obs) == [q + ", vivid" for q in obs["query"]]
+    bank = RandomBank(["{query} please", "x"], seed=0)
+    assert all(a in (q + " please", "x") for a, q in zip(bank.act(obs), obs["query"], strict=True))
+    one_shot = OneShot(FixedSuffix("!"))
+    first = dict(obs, prompt=obs["query"])
+    assert one_shot.act(first) == [q + "!" for q in obs["query"]]
+    assert one_shot.act(obs) == list(obs["prompt"])  # later refinements hold the prompt in force
+    with pytest.raises(ValueError, match="identity"):
+        make_baseline("nope")
+    envs = small_envs(2)
+    episodes = collect(OneShot(FixedSuffix(" on a white background")), envs, ["a red circle"] * 2, [5, 6])
+    assert [e.prompts for e in episodes] == [["a red circle on a white background"] * 2] * 2  # one per refinement
+    envs.close()
