@@ -1,6 +1,6 @@
 """Learning on the toy world: the paper's ablation in miniature, and training throughput.
 
-    python benchmarks/learning_toy.py                      # all runs (about 75 minutes on 2 CPU cores)
+    python benchmarks/learning_toy.py                      # all runs (about 70 minutes on 2 CPU cores)
     python benchmarks/learning_toy.py --updates 5 --eval-n 50 --out /tmp/quick.md   # a smoke run
 
 Every policy is evaluated on the same held-out toy queries (``toy-test``) with the same env seeds, K = 5
@@ -98,7 +98,7 @@ def reference_cost(mode: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=150, help="updates per training run (16 episodes each)")
+    parser.add_argument("--updates", type=int, default=250, help="updates per training run (16 episodes each)")
     parser.add_argument("--eval-n", type=int, default=400, help="held-out queries per evaluation")
     parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--work", default="outputs/learning_toy", help="where the runs' folders go")
@@ -127,7 +127,8 @@ def main() -> None:
             "",
             f"`python benchmarks/learning_toy.py --updates {args.updates} --eval-n {args.eval_n}` on this machine's"
             " CPU (2 cores). Eval: held-out `toy-test` queries, the same env seeds for every policy, T = 20,"
-            " K = 5 uniform refinement points, reward `toy_alignment`; agents sample at their temperature (1.5).",
+            " K = 5 uniform refinement points, reward `toy_alignment`; agents sample at their temperature (1.5),"
+            " or answer greedily (rows marked greedy).",
             " Training: the default `promptloop train` config (4 queries x G = 4 episodes per update, random"
             f" refinement points, LoRA r = 8, lr 1e-3, KL 0.04), {args.updates} updates per run.",
             "",
@@ -140,13 +141,18 @@ def main() -> None:
         path.write_text("\n".join(lines) + "\n")
 
     results["identity"] = evaluate(Identity(), envs["full"], queries, seed=0)
-    results["toy policy, untrained (step-wise)"] = evaluate(load_agent("toy"), envs["full"], queries, seed=0)
+    untrained = load_agent("toy")
+    results["toy policy, untrained (step-wise)"] = evaluate(untrained, envs["full"], queries, seed=0)
+    results["toy policy, untrained (step-wise), greedy"] = evaluate(
+        untrained, envs["full"], queries, seed=0, greedy=True
+    )
     write()
     for name in args.runs:
         flags, one_shot, preview = RUNS[name]
         run = train_run(name, flags, args.updates, work)
         agent = load_agent(str(run["agent"]))
         results[name] = evaluate(agent, envs[preview], queries, seed=0, one_shot=one_shot)
+        results[name + ", greedy"] = evaluate(agent, envs[preview], queries, seed=0, one_shot=one_shot, greedy=True)
         eps = scalars(run["tensorboard"], "charts/episodes_per_second")
         tok = scalars(run["tensorboard"], "charts/tokens_per_second")
         ret = scalars(run["tensorboard"], "charts/episodic_return")

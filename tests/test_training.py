@@ -70,7 +70,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, algo):
     resumed = train(tiny_run(tmp_path, "split", algo=algo, resume=str(tmp_path / "split")), progress=False)
     a = load_file(str(straight["agent"] / "adapter_model.safetensors"))
     b = load_file(str(resumed["agent"] / "adapter_model.safetensors"))
-    base = load_file(str(tmp_path / "split" / "checkpoints" / "update_000001" / "adapter" / "adapter_model.safetensors"))
+    first = tmp_path / "split" / "checkpoints" / "update_000001"
+    base = load_file(str(first / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
     assert any(not torch.equal(a[k], base[k]) for k in a)  # the second update changed something
     for key in a:
