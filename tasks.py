@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's two commands. Each creates (or reuses) the local virtual environment `.venv` first.
 
-    python3 tasks.py demo    # the main job: one PromptLoop episode, printed and saved as an image strip
+    python3 tasks.py demo    # the main job: train the toy policy with GRPO, then eval it against identity
     python3 tasks.py test    # ruff, then the test suite
 
 Extra arguments go to the demo script or to pytest. The install is redone only when pyproject.toml or
@@ -64,7 +64,7 @@ def main() -> int:
     command, extra = sys.argv[1], sys.argv[2:]
     ensure_venv()
     if command == "demo":
-        return run([str(PYTHON), "examples/demo.py", *extra])
+        return run([str(PYTHON), "examples/train_toy.py", *extra])
     code = run([str(PYTHON), "-m", "ruff", "check", "."])
     if code:
         return code

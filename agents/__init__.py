@@ -1,0 +1,39 @@
+"""Agents for PromptLoop: an MLLM prompt-writing policy, baselines, and token-level GRPO / PPO trainers.
+
+- :mod:`agents.mllm`: :class:`MLLMAgent` (any image-text-to-text model as a text-action policy);
+- :mod:`agents.toy`: the shipped toy policy (a tiny Qwen2-VL for the toy world) and its supervised script;
+- :mod:`agents.baselines`: identity, fixed suffix, one-shot rewrite, random prompt bank;
+- :mod:`agents.rollout`: episodes from a vector env, through the Gymnasium API only;
+- :mod:`agents.ppo`, :mod:`agents.grpo`: the algorithms; :mod:`agents.train`: config, loop, checkpoints;
+- :mod:`agents.evaluate`, :mod:`agents.cli`: eval tables and the ``promptloop`` command.
+"""
+
+from .baselines import FixedSuffix, Identity, OneShot, Policy, RandomBank, make_baseline
+from .evaluate import EvalResult, evaluate, markdown_table
+from .mllm import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, AgentError, MLLMAgent, Turn, parse_prompt
+from .rollout import Episode, annotate, collect
+from .train import ConfigError, TrainConfig, train
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "DEFAULT_USER_TEMPLATE",
+    "AgentError",
+    "ConfigError",
+    "Episode",
+    "EvalResult",
+    "FixedSuffix",
+    "Identity",
+    "MLLMAgent",
+    "OneShot",
+    "Policy",
+    "RandomBank",
+    "TrainConfig",
+    "Turn",
+    "annotate",
+    "collect",
+    "evaluate",
+    "make_baseline",
+    "markdown_table",
+    "parse_prompt",
+    "train",
+]

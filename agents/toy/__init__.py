@@ -1,6 +1,6 @@
 """The toy policy: a tiny Qwen2-VL that rewrites toy-world queries, the default agent of ``promptloop train``.
 
-It is a ``Qwen2VLForConditionalGeneration`` (about 0.2 M parameters) over a word-level tokenizer of the toy
+It is a ``Qwen2VLForConditionalGeneration`` (0.137 M parameters) over a word-level tokenizer of the toy
 grammar, warm-started by supervised training (:mod:`agents.toy.sft`) to rewrite a query into its canonical,
 fuller caption (:func:`promptloop_env.toy.grammar.describe`), and shipped as safetensors in
 ``agents/toy/weights``. Load it with ``MLLMAgent.from_pretrained(TOY_POLICY_DIR)`` or :func:`load_toy_policy`.
