@@ -8,7 +8,8 @@ gradients, and with ``reference=True`` the reference policy's, which is the same
 disabled, so no second copy is held.
 
 Families: Qwen2-VL and Qwen2.5-VL, LLaVA (inputs built here from the tokenizer and image processor, so no
-torchvision is needed), and any other model whose processor takes ``text`` and ``images`` (used as is).
+torchvision is needed). Other families (SmolVLM / Idefics3 and so on) get a clear error for now: their image
+placeholders and position inputs need their own small adapter here.
 """
 
 from __future__ import annotations
@@ -172,14 +173,13 @@ class MLLMAgent:
             self._image_token_id = int(config.image_token_id)
         elif self.family == "llava":
             self._image_token_id = int(config.image_token_index)
-        elif processor is None or not callable(processor):
+        else:
             raise AgentError(
-                f"{self.name}: model type {self.family!r} needs its processor (one that takes text= and images=); "
-                f"built in: {', '.join(_QWEN_FAMILIES)}, llava."
+                f"{self.name}: model type {self.family!r} is not supported yet; MLLMAgent builds inputs for "
+                f"{', '.join(_QWEN_FAMILIES)} and llava (image placeholder expansion and position inputs are "
+                "family-specific: add the family to agents/mllm.py)."
             )
-        self._image_token = (
-            tokenizer.convert_ids_to_tokens(self._image_token_id) if hasattr(self, "_image_token_id") else None
-        )
+        self._image_token = tokenizer.convert_ids_to_tokens(self._image_token_id)
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_token_ids = {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None}

@@ -110,6 +110,12 @@ def test_agent_errors_name_the_model_and_what_is_missing():
         MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, temperature=0)
     with pytest.raises(AgentError, match="nowhere"):
         MLLMAgent.from_pretrained("/nowhere/no-such-model")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text_only = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2))  # fmt: skip
+    with pytest.raises(AgentError, match="model type 'llama' is not supported.*qwen2_vl"):
+        MLLMAgent(text_only, tokenizer=tokenizer, image_processor=image_processor)
 
 
 def test_gae_matches_hand_computed_values():
