@@ -296,30 +296,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     source = make_prompt_source(config.queries)
     envs = make_envs(config.env_id, config.num_envs, **config.env_kwargs())
-    if config.algo == "grpo":
-        settings: Any = GRPOSettings(
-            group_size=config.group_size,
-            kl_coef=config.kl_coef,
-            clip=config.clip,
-            epochs=config.epochs,
-            minibatches=config.minibatches,
-            max_grad_norm=config.max_grad_norm,
-        )
-        update_fn = grpo_update
-    else:
-        settings = PPOSettings(
-            kl_coef=config.kl_coef,
-            clip=config.clip,
-            clip_value=config.clip_value,
-            vf_coef=config.vf_coef,
-            ent_coef=config.ent_coef,
-            gamma=config.gamma,
-            lam=config.lam,
-            epochs=config.epochs,
-            minibatches=config.minibatches,
-            max_grad_norm=config.max_grad_norm,
-        )
-        update_fn = ppo_update
+    # The algorithm's settings are the config's fields of the same names.
+    settings_class, update_fn = (GRPOSettings, grpo_update) if config.algo == "grpo" else (PPOSettings, ppo_update)
+    shared = {f.name for f in dataclasses.fields(settings_class)} & {f.name for f in dataclasses.fields(config)}
+    settings = settings_class(**{name: getattr(config, name) for name in shared})
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
