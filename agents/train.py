@@ -295,7 +295,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         )
 
     source = make_prompt_source(config.queries)
-    envs = make_envs(config.env_id, config.num_envs, **config.env_kwargs())
+    # The diffusion model runs where the policy does (accelerate's device).
+    envs = make_envs(config.env_id, config.num_envs, **config.env_kwargs(device=accelerator.device))
     # The algorithm's settings are the config's fields of the same names.
     settings_class, update_fn = (GRPOSettings, grpo_update) if config.algo == "grpo" else (PPOSettings, ppo_update)
     shared = {f.name for f in dataclasses.fields(settings_class)} & {f.name for f in dataclasses.fields(config)}
