@@ -202,6 +202,8 @@ class MLLMAgent:
         )
         self.value_head: nn.Linear | None = None
         self.has_lora = False
+        #: The base model's folder or id, written into agent.json when a LoRA agent is saved.
+        self.base = self.name
 
     # ------------------------------------------------------------------ construction and saving
     @classmethod
@@ -221,6 +223,7 @@ class MLLMAgent:
             settings = json.loads((path / "agent.json").read_text())
         adapter = isinstance(path, Path) and (path / "adapter_config.json").exists()
         base = settings.pop("base", None) if adapter else path
+        settings_base = base
         if adapter and base is None:
             raise AgentError(f"{path}: has a LoRA adapter but agent.json names no 'base' model.")
         base = _resolve_base(base)
@@ -238,6 +241,8 @@ class MLLMAgent:
         lora = settings.pop("lora", None)
         agent = cls(model, tokenizer=tokenizer, image_processor=image_processor, name=str(base), **settings)
         agent.model.eval()
+        # What a trained agent saved from this one names as its base: the base's own spec, not this folder.
+        agent.base = settings_base if adapter else str(path)
         if adapter:
             from peft import PeftModel
 
@@ -264,13 +269,14 @@ class MLLMAgent:
 
     def save_pretrained(self, folder: str | Path, *, base: str | None = None) -> None:
         """Write the agent to ``folder``: with LoRA, the adapter, the value head and ``agent.json`` naming
-        ``base`` (the base model's folder or id); without, the whole model, tokenizer and image processor."""
+        ``base`` (default :attr:`base`, the base model's folder or id); without LoRA, the whole model,
+        tokenizer and image processor."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = self.settings()
         if self.has_lora:
             self.model.save_pretrained(str(folder))
-            settings["base"] = base or self.name
+            settings["base"] = base or self.base
             settings["lora"] = getattr(self, "lora_settings", None)
             if self.value_head is not None:
                 from safetensors.torch import save_file

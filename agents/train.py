@@ -160,13 +160,16 @@ class TrainConfig:
         return kwargs
 
 
-def load_agent(spec: str, **settings: Any) -> MLLMAgent:
-    """``"toy"``: the shipped toy policy; anything else: :meth:`MLLMAgent.from_pretrained`."""
+def load_agent(spec: str, *, trainable: bool = False, **settings: Any) -> MLLMAgent:
+    """``"toy"``: the shipped toy policy; anything else: :meth:`MLLMAgent.from_pretrained` (a trained agent's
+    adapter is loaded trainable with ``trainable=True``, so training continues on it)."""
     if spec == "toy":
         from .toy import load_toy_policy
 
-        return load_toy_policy(**settings)
-    return MLLMAgent.from_pretrained(spec, **settings)
+        agent = load_toy_policy(**settings)
+        agent.base = "toy"  # portable: resolved to the installed package's weights when loaded
+        return agent
+    return MLLMAgent.from_pretrained(spec, trainable=trainable, **settings)
 
 
 def make_envs(env_id: str, num_envs: int, **kwargs: Any) -> Any:
@@ -280,7 +283,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(config.out)
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
-    agent = load_agent(config.agent, **({} if config.temperature is None else {"temperature": config.temperature}))
+    overrides = {} if config.temperature is None else {"temperature": config.temperature}
+    agent = load_agent(config.agent, trainable=True, **overrides)
     agent.add_lora(r=config.lora_r, alpha=config.lora_alpha)
     if config.algo == "ppo":
         agent.add_value_head()
@@ -357,5 +361,5 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     writer.close()
     envs.close()
     with atomic_folder(out / "agent") as folder:
-        agent.save_pretrained(folder, base=config.agent)
+        agent.save_pretrained(folder)
     return {"metrics": metrics, "agent": out / "agent", "tensorboard": out / "tensorboard", "out": out}

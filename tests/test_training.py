@@ -85,6 +85,12 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, algo):
     # The saved agent loads as an agent again (base + adapter).
     agent = load_agent(str(run / "agent"))
     assert agent.has_lora and (agent.value_head is not None) == (algo == "ppo")
+    assert json.loads((run / "agent" / "agent.json").read_text())["base"] == "toy"  # portable, not a path
+    # Training can continue from a trained agent: its adapter keeps learning, its base stays the toy policy.
+    more = train(tiny_run(tmp_path, "more", algo=algo, agent=str(run / "agent"), updates=1), progress=False)
+    c = load_file(str(more["agent"] / "adapter_model.safetensors"))
+    assert c.keys() == a.keys() and any(not torch.equal(a[k], c[k]) for k in a)
+    assert json.loads((more["agent"] / "agent.json").read_text())["base"] == "toy"
 
 
 def test_bad_checkpoints_give_clear_errors_and_failed_writes_keep_the_last_good_one(tmp_path):
