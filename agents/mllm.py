@@ -8,8 +8,8 @@ gradients, and with ``reference=True`` the reference policy's, which is the same
 disabled, so no second copy is held.
 
 Families: Qwen2-VL and Qwen2.5-VL, LLaVA (inputs built here from the tokenizer and image processor, so no
-torchvision is needed). Other families (SmolVLM / Idefics3 and so on) get a clear error for now: their image
-placeholders and position inputs need their own small adapter here.
+torchvision is needed), and any other family whose processor takes ``text=`` and ``images=`` and whose config
+names its ``image_token_id`` (Idefics3, SmolVLM, ...): the processor expands the image placeholders.
 """
 
 from __future__ import annotations
@@ -173,11 +173,14 @@ class MLLMAgent:
             self._image_token_id = int(config.image_token_id)
         elif self.family == "llava":
             self._image_token_id = int(config.image_token_index)
+        elif callable(processor) and getattr(config, "image_token_id", None) is not None:
+            # Any other family (Idefics3, SmolVLM, ...): its own processor expands the image placeholders.
+            self._image_token_id = int(config.image_token_id)
         else:
             raise AgentError(
-                f"{self.name}: model type {self.family!r} is not supported yet; MLLMAgent builds inputs for "
-                f"{', '.join(_QWEN_FAMILIES)} and llava (image placeholder expansion and position inputs are "
-                "family-specific: add the family to agents/mllm.py)."
+                f"{self.name}: model type {self.family!r} needs its processor (one that takes text= and images=, "
+                f"passed as processor=); MLLMAgent builds inputs itself only for {', '.join(_QWEN_FAMILIES)} "
+                "and llava."
             )
         self._image_token = tokenizer.convert_ids_to_tokens(self._image_token_id)
         eos = getattr(model.generation_config, "eos_token_id", None)
@@ -354,8 +357,16 @@ class MLLMAgent:
         messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
         return messages
 
+    @property
+    def _own_inputs(self) -> bool:
+        """Whether the inputs are built here (Qwen-VL, LLaVA) rather than by the model's processor."""
+        return self.family in _QWEN_FAMILIES or self.family == "llava"
+
     def _image_inputs(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         pil = [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in images]
+        if not self._own_inputs:  # processors of multi-image families take one list of images per sample
+            inputs = self.image_processor(images=[[p] for p in pil], return_tensors="pt")
+            return {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_sizes")}
         return dict(self.image_processor(images=pil, return_tensors="pt"))
 
     def _context_ids(self, observations: list[dict[str, Any]]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
@@ -369,7 +380,7 @@ class MLLMAgent:
             if self.family in _QWEN_FAMILIES:
                 merge = int(getattr(self.image_processor, "merge_size", 2))
                 count = int(image_inputs["image_grid_thw"][i].prod()) // merge**2
-            else:
+            elif self.family == "llava":
                 count = self._llava_image_tokens()
             if text.count(self._image_token) != 1:
                 raise AgentError(
@@ -377,8 +388,12 @@ class MLLMAgent:
                     f"{self._image_token!r} for one image; it must render {{'type': 'image'}} parts as the "
                     "model's image placeholder."
                 )
-            text = text.replace(self._image_token, self._image_token * count)
-            ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+            if self._own_inputs:
+                text = text.replace(self._image_token, self._image_token * count)
+                ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+            else:
+                image = Image.fromarray(np.asarray(observation["preview"], dtype=np.uint8))
+                ids = self.processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0]
             contexts.append(ids)
         return contexts, image_inputs
 

@@ -1,9 +1,9 @@
 """Tiny image-text-to-text models of real transformers classes, built in memory from configs.
 
 They serve the toy policy (trained on the toy world, shipped in ``agents/toy``) and the tests: the same
-classes as Qwen2-VL / Qwen2.5-VL and LLaVA, with a word-level chat tokenizer (the ``tokenizers`` library)
-whose vocabulary is a word list, a chat template in the ChatML form Qwen uses, and the PIL image processors
-(no torchvision needed). Nothing here downloads anything.
+classes as Qwen2-VL / Qwen2.5-VL, LLaVA and Idefics3 (SmolVLM's family), with a word-level chat tokenizer
+(the ``tokenizers`` library) whose vocabulary is a word list, a chat template in the ChatML form Qwen uses,
+and the PIL image processors (no torchvision needed). Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHAT_TEMPLATE", "CHAT_WORDS", "build_chat_tokenizer", "tiny_llava", "tiny_qwen2_vl"]
+__all__ = ["CHAT_TEMPLATE", "CHAT_WORDS", "build_chat_tokenizer", "tiny_idefics3", "tiny_llava", "tiny_qwen2_vl"]
 
 #: Special tokens of the ChatML template, Qwen-VL's vision markers and LLaVA's image token.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -221,3 +221,49 @@ def tiny_llava(
         image_std=[0.5, 0.5, 0.5],
     )
     return model, tokenizer, image_processor
+
+
+def tiny_idefics3(words: Iterable[str] = (), *, hidden_size: int = 64, image_size: int = 32, seed: int = 0):
+    """``(model, processor)``: a seeded random Idefics3 (the SmolVLM family's base) with its processor
+    (``Idefics3Processor`` over the PIL image processor, no image splitting: 4 image tokens per image)."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    tokenizer = build_chat_tokenizer(words, image_placeholder="<image>")
+    extra = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+    extra += [f"<row_{i}_col_{j}>" for i in range(1, 4) for j in range(1, 4)]
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    ids = tokenizer.convert_tokens_to_ids
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False,
+        size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    patch = image_size // 4
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch) ** 2 // 4,  # patches merged 2 x 2 (scale_factor 2)
+        chat_template=tokenizer.chat_template,
+    )
+    config = Idefics3Config(
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            image_size=image_size, patch_size=patch,
+        ),
+        text_config=dict(
+            model_type="llama", vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, pad_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+        ),
+        image_token_id=ids("<image>"),
+        scale_factor=2,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids("<|im_end|>")
+    model.generation_config.pad_token_id = ids("<|endoftext|>")
+    return model, processor

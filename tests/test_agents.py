@@ -15,7 +15,7 @@ from agents.grpo import GRPOSettings, group_advantages, grpo_loss, grpo_update
 from agents.mllm import AgentError, MLLMAgent, parse_prompt
 from agents.ppo import PPOSettings, gae, ppo_losses, ppo_update, token_rewards, whiten
 from agents.rollout import annotate, collect
-from agents.tiny import tiny_llava, tiny_qwen2_vl
+from agents.tiny import tiny_idefics3, tiny_llava, tiny_qwen2_vl
 from agents.toy import load_toy_policy
 from promptloop_env.toy.grammar import describe, parse, sample_queries
 
@@ -38,11 +38,15 @@ FAMILIES = {
     "qwen2_vl": lambda: tiny_qwen2_vl(WORDS),
     "qwen2_5_vl": lambda: tiny_qwen2_vl(WORDS, qwen2_5=True),
     "llava": lambda: tiny_llava(WORDS),
+    "idefics3": lambda: tiny_idefics3(WORDS),  # inputs built by its own processor
 }
 
 
 def make_agent(family: str, **kwargs) -> MLLMAgent:
-    model, tokenizer, image_processor = FAMILIES[family]()
+    built = FAMILIES[family]()
+    if len(built) == 2:
+        return MLLMAgent(built[0], built[1], max_new_tokens=8, **kwargs)
+    model, tokenizer, image_processor = built
     return MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, max_new_tokens=8, **kwargs)
 
 
@@ -114,7 +118,7 @@ def test_agent_errors_name_the_model_and_what_is_missing():
 
     text_only = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                                              num_hidden_layers=1, num_attention_heads=2))  # fmt: skip
-    with pytest.raises(AgentError, match="model type 'llama' is not supported.*qwen2_vl"):
+    with pytest.raises(AgentError, match="model type 'llama' needs its processor.*qwen2_vl"):
         MLLMAgent(text_only, tokenizer=tokenizer, image_processor=image_processor)
 
 
