@@ -250,10 +250,11 @@ def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.O
 # Logging helpers
 
 
-def strip(episode: Episode) -> np.ndarray:
-    """The episode's previews and final image side by side (uint8 H x W(K+1) x 3)."""
+def strip(episode: Episode, min_height: int = 128) -> np.ndarray:
+    """The episode's previews and final image side by side (uint8 H x W(K+1) x 3), small images enlarged
+    (nearest neighbour) to ``min_height`` so they can be seen in TensorBoard."""
     frames = [*episode.previews, episode.image]
-    height = max(f.shape[0] for f in frames)
+    height = max(min_height, *(f.shape[0] for f in frames))
     from PIL import Image
 
     resized = [np.asarray(Image.fromarray(f).resize((height, height), Image.NEAREST)) for f in frames]
