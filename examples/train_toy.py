@@ -4,7 +4,8 @@
 
 This is ``promptloop train`` with the default config (the shipped toy policy, a tiny Qwen2-VL, LoRA, K = 5
 refinement points at random steps, 4 queries x 4 episodes per update), followed by ``promptloop eval`` on
-held-out toy queries (the same env seeds for both policies, K = 5 uniform refinement points). A few minutes
+held-out toy queries (the same env seeds for every row, K = 5 uniform refinement points; the agent sampled
+at its temperature and answering greedily). A few minutes
 on a laptop CPU. It prints the eval table and where the TensorBoard logs, sample images and agent are.
 """
 
@@ -38,10 +39,12 @@ def main() -> None:
     print(f"evaluating on {args.eval_n} held-out toy queries ...", flush=True)
     queries = eval_queries("toy-test", args.eval_n, seed=0)
     envs = make_envs(config.env_id, 25, **config.env_kwargs(schedule="uniform"))
+    agent = load_agent(str(result["agent"]))
     table = markdown_table(
         {
             "identity (the query at every refinement)": evaluate(Identity(), envs, queries, seed=0),
-            "trained toy policy (step-wise, previews)": evaluate(load_agent(str(result["agent"])), envs, queries),
+            "trained toy policy (step-wise, previews), sampled": evaluate(agent, envs, queries, seed=0),
+            "trained toy policy (step-wise, previews), greedy": evaluate(agent, envs, queries, seed=0, greedy=True),
         }
     )
     out = Path(args.out)
@@ -50,6 +53,7 @@ def main() -> None:
     print(table)
     print()
     print(f"training took {minutes:.1f} min")
+    print("(on the toy world's alignment score prompts have little to gain: benchmarks/results/learning_toy.md)")
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
     print(f"eval table: {out / 'eval.md'}")
