@@ -49,6 +49,8 @@ DEFAULT_USER_TEMPLATE = "Query: {query}\nPrompt in force: {prompt}\nProgress: {p
 
 _PROMPT_TAG = re.compile(r"<prompt>(.*?)(?:</prompt>|$)", re.DOTALL)
 _QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+#: Image inputs that processor-built families pass to the model.
+_PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "image_sizes")
 
 
 class AgentError(ValueError):
@@ -366,12 +368,15 @@ class MLLMAgent:
         pil = [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in images]
         if not self._own_inputs:  # processors of multi-image families take one list of images per sample
             inputs = self.image_processor(images=[[p] for p in pil], return_tensors="pt")
-            return {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_sizes")}
+            return {k: v for k, v in inputs.items() if k in _PIXEL_KEYS}
         return dict(self.image_processor(images=pil, return_tensors="pt"))
 
     def _context_ids(self, observations: list[dict[str, Any]]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Token ids of each observation's chat up to the answer, with image placeholders expanded."""
-        image_inputs = self._image_inputs([o["preview"] for o in observations])
+        """Token ids of each observation's chat up to the answer, with image placeholders expanded, and the
+        batch's image inputs (from the image processor, or from the model's processor for the other families,
+        so each preview is processed once)."""
+        image_inputs = self._image_inputs([o["preview"] for o in observations]) if self._own_inputs else {}
+        pixels: list[dict[str, torch.Tensor]] = []
         contexts = []
         for i, observation in enumerate(observations):
             text = self.tokenizer.apply_chat_template(
@@ -393,8 +398,12 @@ class MLLMAgent:
                 ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
             else:
                 image = Image.fromarray(np.asarray(observation["preview"], dtype=np.uint8))
-                ids = self.processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0]
+                encoded = self.processor(text=[text], images=[[image]], return_tensors="pt")
+                ids = encoded["input_ids"][0]
+                pixels.append({k: v for k, v in encoded.items() if k in _PIXEL_KEYS})
             contexts.append(ids)
+        if pixels:
+            image_inputs = {k: torch.cat([p[k] for p in pixels]) for k in pixels[0]}
         return contexts, image_inputs
 
     def _llava_image_tokens(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,6 @@ def save_checkpoint(
     atomic_write_text(out / "checkpoints" / "latest", target.name + "\n")
     kept = sorted((out / "checkpoints").glob("update_*"))
     for old in kept[: -config.keep_checkpoints]:
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     return target
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -58,7 +60,6 @@ def reference_cost(mode: str) -> None:
     """Child process: peak RSS and time of reference log-probs, adapter disabled vs a separate model."""
     import copy
 
-    import numpy as np
     import torch
 
     from agents.mllm import MLLMAgent
@@ -156,8 +157,6 @@ def main() -> None:
         eps = scalars(run["tensorboard"], "charts/episodes_per_second")
         tok = scalars(run["tensorboard"], "charts/tokens_per_second")
         ret = scalars(run["tensorboard"], "charts/episodic_return")
-        import numpy as np
-
         first, last = np.mean(ret[: max(len(ret) // 10, 1)]), np.mean(ret[-max(len(ret) // 10, 1) :])
         notes.append(
             f"- `{name}`: {run['minutes']:.1f} min; median {np.median(eps):.2f} episodes/s, "
