@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,13 +31,18 @@ class Reward(Protocol):
     def total(self, components: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
 
-_REGISTRY: dict[str, Callable[[], RewardFn]] = {}
+_REGISTRY: dict[str, Callable[..., RewardFn]] = {}
 
 
-def register_reward(name: str) -> Callable[[Callable[[], RewardFn]], Callable[[], RewardFn]]:
-    """Register a reward factory under ``name`` (the factory is called with no arguments)."""
+def register_reward(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
+    """Register a reward factory under ``name``.
 
-    def decorator(factory: Callable[[], RewardFn]) -> Callable[[], RewardFn]:
+    The factory is called with no arguments, or with the keyword options given to :func:`make_reward` (the
+    learned rewards take ``device``, ``dtype``, ``batch_size`` and their model's location). A factory may load
+    a model, so :func:`make_reward` builds one only when asked for it by name.
+    """
+
+    def decorator(factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
         _REGISTRY[name] = factory
         return factory
 
@@ -65,7 +71,7 @@ class CallableReward:
 
     def __init__(self, fn: RewardFn, name: str | None = None):
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = name or getattr(fn, "__name__", None) or getattr(fn, "name", None) or type(fn).__name__
 
     def __call__(self, images: np.ndarray, queries: list[str]) -> np.ndarray:
         return _check(self.name, self.fn(images, list(queries)), len(images))
@@ -106,16 +112,30 @@ def as_reward(fn: RewardFn | Reward, name: str | None = None) -> Reward:
     return CallableReward(fn, name)
 
 
-def make_reward(spec: str | RewardFn | Mapping[str, float] | Reward) -> Reward:
+def make_reward(spec: str | RewardFn | Mapping[str, float] | Reward, **options: Any) -> Reward:
     """A reward from a registered name, a ``{name: weight}`` mapping, or a callable.
 
+    Args:
+        spec: a registered name (``"jpeg_compressibility"``, ``"imagereward"``, ...), a ``{name: weight}``
+            mapping (a :class:`WeightedSum`), or a callable ``(images, queries) -> [N]``.
+        **options: keyword options for a named reward's factory, e.g.
+            ``make_reward("imagereward", device="cuda", dtype="float16")``.
+
     Raises:
-        ValueError: for an unknown name, listing the registered ones.
+        ValueError: for an unknown name, listing the registered ones, or options the reward does not take.
     """
     if isinstance(spec, str):
         if spec not in _REGISTRY:
             raise ValueError(f"Unknown reward {spec!r}; registered rewards: {', '.join(reward_names())}.")
-        return CallableReward(_REGISTRY[spec](), spec)
+        factory = _REGISTRY[spec]
+        if options:
+            try:
+                inspect.signature(factory).bind(**options)
+            except TypeError as err:
+                raise ValueError(f"Reward {spec!r} does not take the options {sorted(options)}: {err}.") from err
+        return CallableReward(factory(**options), spec)
+    if options:
+        raise ValueError("Options apply to a single named reward; build each part with make_reward(name, ...) first.")
     if isinstance(spec, Mapping):
         return WeightedSum({name: (float(w), make_reward(name)) for name, w in spec.items()})
     if callable(spec):
