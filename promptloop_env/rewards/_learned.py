@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path))
     else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{str(path)!r} holds objects other than tensors, which are not loaded (weights_only=True, so that a "
+                f"checkpoint cannot run code). Save its state dict alone, or as safetensors, and pass that file."
+            ) from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -258,8 +265,8 @@ def features(output: Any) -> torch.Tensor:
 
 def clip_embeddings(model: Any, tokenizer: Any, images: torch.Tensor, queries: list[str]) -> tuple[torch.Tensor, ...]:
     """L2-normalised float32 image and text embeddings of a transformers ``CLIPModel``."""
-    text = tokenizer(queries, padding=True, truncation=True, max_length=model.config.text_config.max_position_embeddings,
-                     return_tensors="pt").to(images.device)
+    length = model.config.text_config.max_position_embeddings
+    text = tokenizer(queries, padding=True, truncation=True, max_length=length, return_tensors="pt").to(images.device)
     image_embeds = features(model.get_image_features(pixel_values=images)).float()
     text_embeds = features(model.get_text_features(input_ids=text["input_ids"],
                                                    attention_mask=text["attention_mask"])).float()

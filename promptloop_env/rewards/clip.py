@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,7 +217,8 @@ class _ClipReward(LearnedReward):
 
         Args:
             repo_or_path: the model (default: the reward's ``model_id``).
-            processor: the processor (default: the reward's processor id, or the model folder).
+            processor: the processor (default: the model folder's if it has one, else the reward's processor id,
+                else the model's).
             **kwargs: ``device``, ``dtype``, ``batch_size`` and the reward's own options.
 
         Raises:
@@ -224,7 +226,10 @@ class _ClipReward(LearnedReward):
         """
         transformers = require("transformers", cls.name, cls.model_id)
         repo_or_path = repo_or_path or cls.model_id
-        processor = processor or getattr(cls, "processor_id", None) or repo_or_path
+        if processor is None:
+            files = ("processor_config.json", "preprocessor_config.json")
+            saved = any((Path(repo_or_path) / f).is_file() for f in files)
+            processor = repo_or_path if saved else getattr(cls, "processor_id", None) or repo_or_path
         model = load_pretrained(cls.name, transformers.CLIPModel.from_pretrained, repo_or_path)
         return cls(model, load_pretrained(cls.name, transformers.CLIPProcessor.from_pretrained, processor), **kwargs)
 

@@ -20,9 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._learned import LearnedReward, RatingHead, clip_image_processor, hub_file, load_pretrained, load_state_dict
+from ._learned import (
+    LearnedReward,
+    RatingHead,
+    clip_image_processor,
+    hub_file,
+    load_pretrained,
+    load_state_dict,
+    require,
+)
 from ._learned import pixel_values as _pixel_values
-from ._learned import require
 from .base import register_reward
 
 __all__ = ["IMAGEREWARD_ID", "ImageReward", "ImageRewardModel", "convert_imagereward_state_dict"]
@@ -55,7 +62,9 @@ class ImageRewardModel(nn.Module):
         self.text_encoder = BlipTextModel(text_config, add_pooling_layer=False)
         self.head = RatingHead(text_config.hidden_size)
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Rewards ``[N]`` (float32): the head on the text encoder's ``[CLS]`` state, standardised."""
         image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
