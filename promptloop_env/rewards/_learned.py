@@ -72,6 +72,13 @@ def _missing(reward: str, repo_id: str, filename: str | None, err: BaseException
     )
 
 
+def _not_local(reward: str, repo_or_path: str | os.PathLike) -> None:
+    """A Hub id is ``name`` or ``namespace/name``; anything else that does not exist is a wrong local path."""
+    text = str(repo_or_path)
+    if os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text:
+        raise FileNotFoundError(f"Reward {reward!r}: no file or folder at {text!r} (and it is not a Hub model id).")
+
+
 def hub_file(reward: str, repo_or_path: str | os.PathLike, filename: str) -> Path:
     """The local path of ``filename``: inside ``repo_or_path`` if that is a folder, the file itself if it is one,
     else from the Hugging Face cache (downloaded only when ``HF_HUB_OFFLINE`` is unset).
@@ -86,6 +93,7 @@ def hub_file(reward: str, repo_or_path: str | os.PathLike, filename: str) -> Pat
         if (path / filename).is_file():
             return path / filename
         raise FileNotFoundError(f"Reward {reward!r}: no {filename!r} in the folder {str(path)!r}.")
+    _not_local(reward, repo_or_path)
     hub = require("huggingface_hub", reward, str(repo_or_path))
     try:
         return Path(hub.hf_hub_download(str(repo_or_path), filename, local_files_only=_offline()))
@@ -97,6 +105,8 @@ def load_pretrained(reward: str, loader: Callable[..., Any], repo_or_path: str |
     """``loader(repo_or_path, local_files_only=..., **kwargs)`` (a ``from_pretrained``), with the reward's error
     when the model is neither a local folder nor in the cache."""
     local = Path(repo_or_path).is_dir()
+    if not local:
+        _not_local(reward, repo_or_path)
     try:
         return loader(str(repo_or_path), local_files_only=local or _offline(), **kwargs)
     except OSError as err:
