@@ -377,6 +377,8 @@ def test_imagereward_checkpoint_round_trip(imagereward_folder):
     loaded = ImageReward.from_pretrained(folder, device="cpu")
     direct = ImageReward(model, tokenizer, device="cpu")
     np.testing.assert_allclose(loaded(IMAGES, QUERIES), direct(IMAGES, QUERIES), rtol=1e-5, atol=1e-6)
+    from_file = ImageReward.from_pretrained(folder / "ImageReward.pt", device="cpu")
+    np.testing.assert_array_equal(from_file(IMAGES, QUERIES), loaded(IMAGES, QUERIES))
     assert loaded.model.vision_model.config.layer_norm_eps == 1e-6  # BLIP's ViT, not transformers' default
     assert loaded.tokenizer.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(tokenizer) - 2, len(tokenizer) - 1]
     state = torch.load(folder / "ImageReward.pt", weights_only=True)
@@ -466,3 +468,30 @@ def test_importing_the_package_imports_no_model_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_checkpoints_are_read_without_running_code_and_paths_are_checked(tmp_path):
+    import argparse
+
+    from promptloop_env.rewards._learned import load_state_dict
+
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1.0)}, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_state_dict(tmp_path / "ckpt.pt")
+    torch.save({"state_dict": {"module.w": torch.ones(2)}, "epoch": 3}, tmp_path / "plain.pt")
+    assert list(load_state_dict(tmp_path / "plain.pt")) == ["w"]
+    with pytest.raises(FileNotFoundError, match="no file or folder at"):
+        make_reward("imagereward", repo_or_path=str(tmp_path / "missing" / "folder"))
+    with pytest.raises(FileNotFoundError, match="no 'ImageReward.pt' in the folder"):
+        ImageReward.from_pretrained(tmp_path)
+
+
+def test_env_takes_a_learned_reward_and_scores_the_final_image_against_the_query(pipeline, clip_folder):
+    from promptloop_env import PromptLoopEnv
+
+    reward = CLIPScore.from_pretrained(clip_folder, device="cpu")
+    env = PromptLoopEnv(pipeline=pipeline, reward=reward, num_inference_steps=4, num_refinements=1)
+    obs, _ = env.reset(seed=0, options={"query": "a red circle"})
+    _, score, terminated, _, info = env.step("a bright red circle on white")
+    assert terminated and set(info["reward_components"]) == {"clipscore"}
+    assert score == pytest.approx(float(reward(info["image"][None], ["a red circle"])[0]))

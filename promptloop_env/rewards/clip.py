@@ -203,9 +203,8 @@ def pad_to_square(images: np.ndarray, size: int) -> np.ndarray:
 class _ClipReward(LearnedReward):
     """A ``CLIPModel`` and its processor (tokenizer + image processor) on the reward's device."""
 
-    def __init__(self, model: Any, processor: Any, *, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, batch_size: int = 16):
-        super().__init__(device=device, dtype=dtype, batch_size=batch_size)
+    def __init__(self, model: Any, processor: Any, **kwargs: Any):
+        super().__init__(**kwargs)
         self.model = self._place(model)
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
@@ -245,7 +244,7 @@ class PickScore(_ClipReward):
     Args:
         model: a ``CLIPModel`` (``yuvalkirstain/PickScore_v1``).
         processor: a ``CLIPProcessor`` (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, as upstream).
-        device, dtype, batch_size: see :class:`~promptloop_env.rewards._learned.LearnedReward`.
+        **kwargs: ``device``, ``dtype``, ``batch_size`` (see :class:`~promptloop_env.rewards._learned.LearnedReward`).
     """
 
     name = "pickscore"
@@ -265,7 +264,7 @@ class CLIPScore(_ClipReward):
         processor: its ``CLIPProcessor``.
         w: the scale (2.5 in the paper; torchmetrics uses 100).
         prefix: text put before each query (the paper used ``"A photo depicts "``; default none).
-        device, dtype, batch_size: see :class:`~promptloop_env.rewards._learned.LearnedReward`.
+        **kwargs: ``device``, ``dtype``, ``batch_size`` (see :class:`~promptloop_env.rewards._learned.LearnedReward`).
     """
 
     name = "clipscore"
@@ -288,7 +287,7 @@ class HPSv2(LearnedReward):
     Args:
         model: a transformers ``CLIPModel`` (see :func:`load_open_clip_checkpoint`).
         tokenizer: the ViT-H-14 tokenizer (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``; open_clip's, 77 tokens).
-        device, dtype, batch_size: see :class:`~promptloop_env.rewards._learned.LearnedReward`.
+        **kwargs: ``device``, ``dtype``, ``batch_size`` (see :class:`~promptloop_env.rewards._learned.LearnedReward`).
     """
 
     name = "hpsv2"
@@ -311,7 +310,8 @@ class HPSv2(LearnedReward):
             repo_or_path: ``xswu/HPSv2``, a folder holding the checkpoint, or the checkpoint file itself.
             version: ``"v2.1"`` (``HPS_v2.1_compressed.pt``) or ``"v2.0"`` (``HPS_v2_compressed.pt``).
             tokenizer: the ViT-H-14 tokenizer (id or folder).
-            vision_heads, text_heads: attention heads of the towers (ViT-H-14: 16, 16).
+            vision_heads: attention heads of the image tower (ViT-H-14: 16).
+            text_heads: attention heads of the text tower (ViT-H-14: 16).
             **kwargs: ``device``, ``dtype``, ``batch_size``.
 
         Raises:
@@ -339,7 +339,7 @@ class AestheticScore(LearnedReward):
         clip: a ``CLIPModel`` or ``CLIPVisionModelWithProjection`` (``openai/clip-vit-large-patch14``).
         image_processor: its image processor.
         head: the :class:`~promptloop_env.rewards._learned.RatingHead` (``sac+logos+ava1-l14-linearMSE.pth``).
-        device, dtype, batch_size: see :class:`~promptloop_env.rewards._learned.LearnedReward`.
+        **kwargs: ``device``, ``dtype``, ``batch_size`` (see :class:`~promptloop_env.rewards._learned.LearnedReward`).
     """
 
     name = "aesthetic"

@@ -198,7 +198,7 @@ class ImageReward(LearnedReward):
         model: an :class:`ImageRewardModel` (see :meth:`from_pretrained` for the upstream checkpoint).
         tokenizer: BLIP's tokenizer (:func:`blip_tokenizer`).
         image_size: the ViT's input size (224 upstream; default: the model's).
-        device, dtype, batch_size: see :class:`~promptloop_env.rewards._learned.LearnedReward`.
+        **kwargs: ``device``, ``dtype``, ``batch_size`` (see :class:`~promptloop_env.rewards._learned.LearnedReward`).
 
     Example:
         >>> reward = ImageReward.from_pretrained()  # doctest: +SKIP
@@ -208,10 +208,8 @@ class ImageReward(LearnedReward):
     name = "imagereward"
     model_id = IMAGEREWARD_ID
 
-    def __init__(self, model: ImageRewardModel, tokenizer: Any, *, image_size: int | None = None,
-                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 batch_size: int = 16):
-        super().__init__(device=device, dtype=dtype, batch_size=batch_size)
+    def __init__(self, model: ImageRewardModel, tokenizer: Any, *, image_size: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
         self.model = self._place(model)
         self.model.head.float()  # upstream runs the head in float32
         self.tokenizer = tokenizer
@@ -225,14 +223,17 @@ class ImageReward(LearnedReward):
         ``med_config.json``) or a local folder holding both.
 
         Args:
-            repo_or_path: the Hub model id or a folder.
-            checkpoint, med_config: the file names in it.
+            repo_or_path: the Hub model id, a folder, or the checkpoint file (``med_config.json`` beside it).
+            checkpoint: the checkpoint's file name in it.
+            med_config: the BLIP text config's file name in it.
             tokenizer: BLIP's tokenizer (default: the folder's, if it has one, else ``bert-base-uncased``).
             **kwargs: ``device``, ``dtype``, ``batch_size``.
 
         Raises:
             FileNotFoundError: a file is in neither the folder nor the cache; the message says how to fetch it.
         """
+        if Path(repo_or_path).is_file():  # the checkpoint itself: med_config.json lies beside it
+            repo_or_path, checkpoint = Path(repo_or_path).parent, Path(repo_or_path).name
         model = load_imagereward(hub_file(cls.name, repo_or_path, checkpoint),
                                  hub_file(cls.name, repo_or_path, med_config))
         if tokenizer is None:
