@@ -42,3 +42,58 @@ def test_site_builds_in_strict_mode(tmp_path):
         assert (site / "tutorials" / f"{name}.ipynb").is_file()
         assert '<img alt="output"' in (site / "tutorials" / name / "index.html").read_text()
     assert 'class="mermaid"' in (site / "concepts" / "index.html").read_text()
+
+
+def load_hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("promptloop_docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_links_out_of_docs_go_to_published_pages_or_stay_broken():
+    hooks = load_hooks()
+    hooks._PUBLISHED["benchmarks/results/x.md"] = "benchmarks/results/x.md"
+    hooks._PUBLISHED["examples/notebooks/n.ipynb"] = "tutorials/n.md"
+    hooks._ORIGIN["tutorials/n.md"] = "examples/notebooks/n.ipynb"
+    assert hooks._rewrite("../benchmarks/results/x.md#table", "index.md") == "benchmarks/results/x.md#table"
+    assert hooks._rewrite("../../benchmarks/results/x.md", "api/agents.md") == "../benchmarks/results/x.md"
+    assert hooks._rewrite("../examples/notebooks/n.ipynb", "tutorials.md") == "tutorials/n.md"
+    assert hooks._rewrite("../../docs/concepts.md", "tutorials/n.md") == "../concepts.md"  # from a notebook
+    assert hooks._rewrite("quickstart.md#install", "index.md") == "quickstart.md#install"
+    # Unpublished files keep their link, which mkdocs then reports (an error under --strict).
+    assert hooks._rewrite("../examples/demo.py", "index.md") == "../examples/demo.py"
+    for target in ("https://arxiv.org/abs/2510.00430", "#anchor", "/absolute"):
+        assert hooks._rewrite(target, "index.md") == target
+
+
+def test_a_notebook_renders_as_markdown_with_its_outputs(tmp_path):
+    import base64
+    import json
+
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Title\n", "text"]},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": 1,
+            "source": "print('a')",
+            "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": "progress 1\rprogress 2\n"},
+                {"output_type": "stream", "name": "stdout", "text": "done\n"},
+                {"output_type": "display_data", "metadata": {}, "data": {"image/png": png, "text/plain": "<Figure>"}},
+                {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+                 "data": {"text/markdown": "| a |\n|---|", "text/plain": "<Markdown>"}},
+            ],
+        },
+    ]  # fmt: skip
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    markdown, images = load_hooks().render_notebook(path, "n")
+    assert "# Title\ntext" in markdown and "```python\nprint('a')\n```" in markdown
+    assert "```text\nprogress 2\ndone\n```" in markdown  # one block, the carriage return honoured
+    assert "![output](n/n_0.png)" in markdown and images == {"n_0.png": b"\x89PNG fake"}
+    assert "| a |\n|---|" in markdown and "<Markdown>" not in markdown
