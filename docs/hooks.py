@@ -4,8 +4,9 @@ The Markdown sources link to the committed benchmark results with relative paths
 (``../benchmarks/results/learning_toy.md``), outside ``docs_dir``. Here those results become pages of the site
 (the committed files themselves, so every number lives in one place) and such links are rewritten to them.
 The notebooks under ``examples/notebooks/`` become pages under ``tutorials/`` with their committed outputs
-(text, tables, images) and a download link to the ``.ipynb``. A link to any other file outside ``docs/`` is
-left as it is, so ``mkdocs build --strict`` fails on it: link to a page of the site or name the path as code.
+(text, tables, images) and a download link to the ``.ipynb``. Any other repository file a page links to
+(``../examples/demo.py``) is published as it is under ``repo/``. A link to a file that does not exist is left
+as it is, so ``mkdocs build --strict`` fails on it.
 """
 
 from __future__ import annotations
@@ -95,7 +96,27 @@ def on_files(files: Files, config) -> Files:
         for name, data in images.items():
             files.append(File.generated(config, f"tutorials/{path.stem}/{name}", content=data))
         _PUBLISHED[origin] = f"tutorials/{path.stem}.md"
+    _publish_linked(files, config)
     return files
+
+
+def _publish_linked(files: Files, config) -> None:
+    """Publish, under ``repo/``, the other repository files that pages link to (``../examples/demo.py``), and
+    those that the published Markdown files link to in turn; a link to a file that does not exist stays broken."""
+    todo = [(_ORIGIN.get(f.src_uri, f"docs/{f.src_uri}"), f.content_string) for f in files.documentation_pages()]
+    while todo:
+        origin, text = todo.pop()
+        for match in _LINK.finditer(text):
+            target = match.group(2).partition("#")[0]
+            if not target or re.match(r"^[a-z][a-z0-9+.-]*:|^/", target):
+                continue
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(origin), target))
+            path = ROOT / resolved
+            if resolved.startswith(("../", "docs/", ".")) or resolved in _PUBLISHED or not path.is_file():
+                continue
+            _add(files, config, f"repo/{resolved}", resolved, abs_src_path=str(path))
+            if path.suffix == ".md":
+                todo.append((resolved, path.read_text()))
 
 
 def _rewrite(target: str, page_uri: str) -> str:

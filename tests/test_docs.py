@@ -63,7 +63,8 @@ def test_links_out_of_docs_go_to_published_pages_or_stay_broken():
     assert hooks._rewrite("../examples/notebooks/n.ipynb", "tutorials.md") == "tutorials/n.md"
     assert hooks._rewrite("../../docs/concepts.md", "tutorials/n.md") == "../concepts.md"  # from a notebook
     assert hooks._rewrite("quickstart.md#install", "index.md") == "quickstart.md#install"
-    # Unpublished files keep their link, which mkdocs then reports (an error under --strict).
+    # A file that is not published (on_files publishes every existing file a page links to) keeps its link,
+    # which mkdocs then reports: an error under --strict.
     assert hooks._rewrite("../examples/demo.py", "index.md") == "../examples/demo.py"
     for target in ("https://arxiv.org/abs/2510.00430", "#anchor", "/absolute"):
         assert hooks._rewrite(target, "index.md") == target
