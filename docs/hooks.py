@@ -46,7 +46,9 @@ def _text(value: str | list[str]) -> str:
 def render_notebook(path: Path, stem: str) -> tuple[str, dict[str, bytes]]:
     """A notebook as Markdown (code cells fenced, outputs below them) and its output images by file name."""
     notebook = json.loads(path.read_text())
-    parts: list[str] = [f"[:material-download: Download the notebook]({path.name}) (`{NOTEBOOKS}/{path.name}`)\n"]
+    # Raw HTML: a Markdown link to the notebook would be rewritten to its rendered page (directory URLs: the page
+    # is tutorials/<stem>/, the file tutorials/<stem>.ipynb).
+    parts = [f'<a href="../{path.name}" download>Download the notebook</a> (`{NOTEBOOKS}/{path.name}`)\n']
     images: dict[str, bytes] = {}
     for cell in notebook["cells"]:
         source = _text(cell["source"]).rstrip()

@@ -40,7 +40,8 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert (site / "benchmarks" / "results" / "toy_identity_grid.png").is_file()
     for name in ("01_quickstart", "02_your_own_agent", "03_train_grpo"):
         assert (site / "tutorials" / f"{name}.ipynb").is_file()
-        assert '<img alt="output"' in (site / "tutorials" / name / "index.html").read_text()
+        page = (site / "tutorials" / name / "index.html").read_text()
+        assert '<img alt="output"' in page and f'href="../{name}.ipynb"' in page  # pictures, download link
     assert 'class="mermaid"' in (site / "concepts" / "index.html").read_text()
 
 
