@@ -119,7 +119,9 @@ class MLLMAgent:
         system_prompt: the system message; ``None`` sends none (some small models have no system role).
         user_template: the user message's text, formatted with ``query``, ``prompt``, ``progress`` (0-100)
             and ``step``.
-        temperature, top_p, max_new_tokens: sampling settings of :meth:`act` and :meth:`generate`.
+        temperature: sampling temperature of :meth:`act` and :meth:`generate`.
+        top_p: nucleus sampling threshold of :meth:`act` and :meth:`generate` (1.0: off).
+        max_new_tokens: the longest answer :meth:`act` and :meth:`generate` write, in tokens.
         name: how errors and logs refer to the model.
     """
 

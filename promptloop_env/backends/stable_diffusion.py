@@ -27,7 +27,8 @@ class StableDiffusionBackend:
         negative_prompt: the unconditional branch's prompt (``None`` = the empty prompt).
         guidance_rescale: diffusers' ``guidance_rescale`` (0 = off).
         eta: DDIM's eta, passed to schedulers that take it.
-        height, width: image size in pixels (default: the UNet's sample size times the VAE factor).
+        height: image height in pixels (default: the UNet's sample size times the VAE factor).
+        width: image width in pixels (default: the UNet's sample size times the VAE factor).
         scheduler: a scheduler to use instead of the pipeline's (a template: each trajectory gets a fresh copy).
         cache_size: how many prompt encodings to keep (least recently used are dropped).
     """
