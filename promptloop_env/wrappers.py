@@ -196,7 +196,9 @@ class TokenAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                 f"A token action is {self.length} integers in [0, {len(self.vocabulary)}]; got {action!r:.80}."
             )
         if ids.min() < 0 or ids.max() > len(self.vocabulary):
-            raise ValueError(f"Token ids {ids.tolist()} out of range; expected integers in [0, {len(self.vocabulary)}].")
+            raise ValueError(
+                f"Token ids {ids.tolist()} out of range; expected integers in [0, {len(self.vocabulary)}]."
+            )
         return " ".join(self.vocabulary[i - 1] for i in ids.tolist() if i > 0)
 
     def action(self, action: Any) -> str:
@@ -216,13 +218,13 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
     ``Dict`` with the chosen ``keys`` (all by default):
 
-    | key        | space                                      | meaning                                  |
-    |------------|--------------------------------------------|------------------------------------------|
-    | `preview`  | `Box(0, 255, (3, H, W), uint8)`            | x̂0 as RGB, channel first (CnnPolicy's layout) |
-    | `progress` | `Box(0, 1, (1,), float32)`                 | fraction of the denoising steps done     |
-    | `query`    | `Box(0, 512, (V + 1,), float32)` (`"bow"`) | word counts over the vocabulary; the last entry counts unknown words |
-    |            | `MultiDiscrete([V + 2] * max_words)` (`"ids"`) | word ids, 0 = padding, 1 = unknown word, ``2 + i`` = ``vocabulary[i]`` |
-    | `prompt`   | as `query`                                 | the prompt in force                      |
+    | key        | space                                          | meaning                                 |
+    |------------|------------------------------------------------|-----------------------------------------|
+    | `preview`  | `Box(0, 255, (3, H, W), uint8)`                | x̂0 as RGB, channel first               |
+    | `progress` | `Box(0, 1, (1,), float32)`                     | fraction of the denoising steps done    |
+    | `query`    | `Box(0, 512, (V + 1,), float32)` (`"bow"`)     | word counts; the last counts unknowns   |
+    |            | `MultiDiscrete([V + 2] * max_words)` (`"ids"`) | word ids: 0 pad, 1 unknown, 2 + i word i |
+    | `prompt`   | as `query`                                     | the prompt in force                     |
 
     ``keys=("preview",)`` gives the preview's ``Box`` alone (not a ``Dict``), for ``CnnPolicy``.
     ``(H, W)`` is ``preview_size`` (default: the env's preview size). SB3's ``NatureCNN`` (the default feature
@@ -296,7 +298,9 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
             "query": text_space,
             "prompt": text_space,
         }
-        self.observation_space = fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
+        self.observation_space = (
+            fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
+        )
 
     def encode_text(self, text: str) -> np.ndarray:
         """``text`` as a bag of words (``float32 [V + 1]``) or word ids (``int64 [max_words]``)."""
