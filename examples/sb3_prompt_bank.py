@@ -2,8 +2,8 @@
 
     python examples/sb3_prompt_bank.py [--timesteps 2048] [--eval-n 200] [--out benchmarks/results/sb3_prompt_bank.md]
 
-``PromptLoop-v0`` acts in text; :func:`promptloop_env.wrappers.make_sb3_env` makes it an ordinary SB3 task:
-``Discrete`` actions over :data:`~promptloop_env.wrappers.DEFAULT_BANK` (entry 0 leaves the query unchanged,
+``PromptLoop-v0`` acts in text; :class:`promptloop_env.sb3.PromptLoopSB3VecEnv` (the batched vector env with
+the adapters of :mod:`promptloop_env.wrappers`) makes it an ordinary SB3 task: ``Discrete`` actions over :data:`~promptloop_env.wrappers.DEFAULT_BANK` (entry 0 leaves the query unchanged,
 the others append a background, size or position modifier) and a ``Dict`` observation (the preview as a
 channel-first image, progress, the query and the prompt in force as bags of words) for ``MultiInputPolicy``.
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from promptloop_env.prompts import make_prompt_source  # noqa: E402
 from promptloop_env.rewards import jpeg_compressibility, toy_alignment  # noqa: E402
-from promptloop_env.wrappers import DEFAULT_BANK, make_sb3_env  # noqa: E402
+from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
 
 
 def mean_ci(values: np.ndarray) -> str:
@@ -47,20 +47,26 @@ def mean_ci(values: np.ndarray) -> str:
     return f"{values.mean():.4f} ± {half:.4f}"
 
 
-def evaluate(env, queries: list[str], policy) -> dict[str, np.ndarray]:
-    """One episode per query, env seed i for query i; ``policy(obs) -> action``."""
+def evaluate(venv, queries: list[str], policy) -> dict[str, np.ndarray]:
+    """One episode per query, ``venv.num_envs`` at a time, env seed i for query i; ``policy(obs) -> actions``."""
+    n = venv.num_envs
     out: dict[str, list] = {"reward": [], "jpeg_compressibility": [], "toy_alignment": [], "actions": []}
-    for i, query in enumerate(queries):
-        obs, _ = env.reset(seed=i, options={"query": query})
-        terminated = truncated = False
-        while not (terminated or truncated):
-            action = policy(obs)
-            out["actions"].append(action)
-            obs, reward, terminated, truncated, info = env.step(action)
-        image = info["image"][None]
-        out["reward"].append(reward)
-        out["jpeg_compressibility"].append(float(jpeg_compressibility(image, [query])[0]))
-        out["toy_alignment"].append(float(toy_alignment(image, [query])[0]))
+    for start in range(0, len(queries), n):
+        chunk = list(queries[start : start + n])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (n - real)  # pad the last batch; the padding episodes are dropped
+        venv.seed(start)
+        venv.set_options({"query": chunk})
+        obs = venv.reset()
+        done = np.zeros(n, dtype=bool)
+        while not done.all():
+            actions = policy(obs)
+            out["actions"] += list(np.asarray(actions)[:real])
+            obs, rewards, done, infos = venv.step(actions)
+        images = np.stack([info["image"] for info in infos[:real]])
+        out["reward"] += list(rewards[:real])
+        out["jpeg_compressibility"] += list(jpeg_compressibility(images, chunk[:real]))
+        out["toy_alignment"] += list(toy_alignment(images, chunk[:real]))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -71,14 +77,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="T, denoising steps")
     parser.add_argument("--refinements", type=int, default=2, help="K, refinement points (uniform)")
     parser.add_argument("--align-weight", type=float, default=1.0, help="toy_alignment's weight in the reward")
-    parser.add_argument("--n-envs", type=int, default=4)
+    parser.add_argument("--n-envs", type=int, default=8, help="trajectories per batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as Markdown here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from promptloop_env.sb3 import PromptLoopSB3VecEnv
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     reward = {"jpeg_compressibility": 1.0}
@@ -92,12 +100,15 @@ def main() -> None:
         prompts="toy-train",
     )
     start = time.perf_counter()
-    venv = make_vec_env(make_sb3_env, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs)
+    # One batched vector env (one denoiser call per step for all n envs); make_vec_env(make_sb3_env, ...) works
+    # too, with n separate denoiser calls per step.
+    venv = VecMonitor(PromptLoopSB3VecEnv(args.n_envs, **env_kwargs))
+    venv.seed(args.seed)
     # Terminal reward only and K-step episodes: no discounting; small batches, several epochs.
     model = PPO(
         "MultiInputPolicy",
         venv,
-        n_steps=64,
+        n_steps=32,
         batch_size=64,
         n_epochs=4,
         gamma=1.0,
@@ -117,10 +128,10 @@ def main() -> None:
     # Held out (no scene of the training split); the queries of benchmarks/sb3_bank_effects.py for the same n.
     draw, rng = make_prompt_source("toy-test"), np.random.default_rng(0)
     queries = [draw(rng) for _ in range(args.eval_n)]
-    env = make_sb3_env(**env_kwargs)
+    eval_env = PromptLoopSB3VecEnv(args.n_envs, **env_kwargs)
     start = time.perf_counter()
-    trained = evaluate(env, queries, lambda obs: int(model.predict(obs, deterministic=True)[0]))
-    identity = evaluate(env, queries, lambda obs: 0)
+    trained = evaluate(eval_env, queries, lambda obs: model.predict(obs, deterministic=True)[0])
+    identity = evaluate(eval_env, queries, lambda obs: np.zeros(args.n_envs, dtype=np.int64))
     eval_minutes = (time.perf_counter() - start) / 60
     diff = trained["reward"] - identity["reward"]
     counts = np.bincount(trained["actions"], minlength=len(DEFAULT_BANK))
@@ -134,8 +145,8 @@ def main() -> None:
         f"Machine: {platform.machine()} CPU, 2 cores shared with other jobs (wall times are noisy). Training "
         f"{train_minutes:.1f} min, evaluation {eval_minutes:.1f} min.  ",
         f"Env: `PromptLoop-v0` (the shipped toy model), T = {args.steps}, K = {args.refinements} uniform "
-        f"refinement points, reward `{reward_name}`; `make_sb3_env` (bank actions, Dict observations, previews "
-        "resized to 36 x 36), PPO `MultiInputPolicy` (n_steps 64 per env, batch 64, 4 epochs, lr 1e-3, "
+        f"refinement points, reward `{reward_name}`; `PromptLoopSB3VecEnv` (bank actions, Dict observations, "
+        "previews resized to 36 x 36), PPO `MultiInputPolicy` (n_steps 32 per env, batch 64, 4 epochs, lr 1e-3, "
         "gamma 1, ent_coef 0.01), training queries from `toy-train`.  ",
         f"Eval: {args.eval_n} held-out `toy-test` queries, env seed i for query i, the same for both rows; "
         "the trained policy acts greedily. Mean ± 95 % CI (1.96 std / sqrt(n)).",

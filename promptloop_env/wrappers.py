@@ -121,6 +121,58 @@ def _fill(template: str, query: str, prompt: str) -> str:
     return template.replace("{query}", query).replace("{prompt}", prompt)
 
 
+class _Bank:
+    """Bank actions without an env: the space and ``prompt(action, query, prompt)``."""
+
+    def __init__(self, bank: Sequence[str] | None) -> None:
+        bank = DEFAULT_BANK if bank is None else bank
+        if isinstance(bank, str) or not bank or not all(isinstance(b, str) for b in bank):
+            raise ValueError(f"bank must be a non-empty sequence of str prompt templates; got {bank!r:.80}.")
+        self.bank: list[str] = list(bank)
+        self.space = spaces.Discrete(len(self.bank))
+
+    def prompt(self, action: Any, query: str, prompt: str) -> str:
+        index = np.asarray(action)
+        if index.shape not in ((), (1,)) or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"A prompt-bank action is one integer in [0, {len(self.bank)}); got {action!r:.80}.")
+        i = int(index.reshape(()))
+        if not 0 <= i < len(self.bank):
+            raise ValueError(f"Prompt-bank action {i} is out of range; expected an integer in [0, {len(self.bank)}).")
+        return _fill(self.bank[i], query, prompt)
+
+
+class _Tokens:
+    """Token actions without an env: the space, ``decode(action)`` and ``prompt(action, query, prompt)``."""
+
+    def __init__(self, vocabulary: Sequence[str] | None, length: int, mode: str) -> None:
+        if mode not in ("append", "replace"):
+            raise ValueError(f"mode must be 'append' or 'replace'; got {mode!r}.")
+        if int(length) < 1:
+            raise ValueError(f"length must be at least 1 word slot; got {length}.")
+        self.vocabulary = _vocabulary(vocabulary)
+        self.length = int(length)
+        self.mode = mode
+        self.space = spaces.MultiDiscrete(np.full(self.length, len(self.vocabulary) + 1, dtype=np.int64))
+
+    def decode(self, action: Any) -> str:
+        ids = np.asarray(action)
+        if ids.shape != (self.length,) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"A token action is {self.length} integers in [0, {len(self.vocabulary)}]; got {action!r:.80}."
+            )
+        if ids.min() < 0 or ids.max() > len(self.vocabulary):
+            raise ValueError(
+                f"Token ids {ids.tolist()} out of range; expected integers in [0, {len(self.vocabulary)}]."
+            )
+        return " ".join(self.vocabulary[i - 1] for i in ids.tolist() if i > 0)
+
+    def prompt(self, action: Any, query: str, prompt: str) -> str:
+        words = self.decode(action)
+        if self.mode == "replace":
+            return words
+        return f"{query} {words}" if words else query
+
+
 class PromptBankAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """``Discrete(len(bank))`` actions: action ``i`` sends ``bank[i]`` as the new prompt, with ``{query}``
     replaced by the episode's query and ``{prompt}`` by the prompt in force (an entry without either is a
@@ -139,21 +191,13 @@ class PromptBankAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, bank=bank)
         gym.ActionWrapper.__init__(self, env)
         _base_env(env)
-        bank = DEFAULT_BANK if bank is None else bank
-        if isinstance(bank, str) or not bank or not all(isinstance(b, str) for b in bank):
-            raise ValueError(f"bank must be a non-empty sequence of str prompt templates; got {bank!r:.80}.")
-        self.bank: list[str] = list(bank)
-        self.action_space = spaces.Discrete(len(self.bank))
+        self._codec = _Bank(bank)
+        self.bank = self._codec.bank
+        self.action_space = self._codec.space
 
     def action(self, action: Any) -> str:
         """The prompt of bank entry ``action`` for the current episode."""
-        index = np.asarray(action)
-        if index.shape not in ((), (1,)) or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"A prompt-bank action is one integer in [0, {len(self.bank)}); got {action!r:.80}.")
-        i = int(index.reshape(()))
-        if not 0 <= i < len(self.bank):
-            raise ValueError(f"Prompt-bank action {i} is out of range; expected an integer in [0, {len(self.bank)}).")
-        return _fill(self.bank[i], *_current_texts(self.env))
+        return self._codec.prompt(action, *_current_texts(self.env))
 
 
 class TokenAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -179,35 +223,102 @@ class TokenAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, vocabulary=vocabulary, length=length, mode=mode)
         gym.ActionWrapper.__init__(self, env)
         _base_env(env)
-        if mode not in ("append", "replace"):
-            raise ValueError(f"mode must be 'append' or 'replace'; got {mode!r}.")
-        if int(length) < 1:
-            raise ValueError(f"length must be at least 1 word slot; got {length}.")
-        self.vocabulary = _vocabulary(vocabulary)
-        self.length = int(length)
-        self.mode = mode
-        self.action_space = spaces.MultiDiscrete(np.full(self.length, len(self.vocabulary) + 1, dtype=np.int64))
+        self._codec = _Tokens(vocabulary, length, mode)
+        self.vocabulary, self.length, self.mode = self._codec.vocabulary, self._codec.length, mode
+        self.action_space = self._codec.space
 
     def decode(self, action: Any) -> str:
         """The words of ``action`` joined by spaces (empty slots skipped)."""
-        ids = np.asarray(action)
-        if ids.shape != (self.length,) or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(
-                f"A token action is {self.length} integers in [0, {len(self.vocabulary)}]; got {action!r:.80}."
-            )
-        if ids.min() < 0 or ids.max() > len(self.vocabulary):
-            raise ValueError(
-                f"Token ids {ids.tolist()} out of range; expected integers in [0, {len(self.vocabulary)}]."
-            )
-        return " ".join(self.vocabulary[i - 1] for i in ids.tolist() if i > 0)
+        return self._codec.decode(action)
 
     def action(self, action: Any) -> str:
         """The prompt for ``action``: the query plus the decoded words, or the words alone."""
-        words = self.decode(action)
-        if self.mode == "replace":
-            return words
-        query, _ = _current_texts(self.env)
-        return f"{query} {words}" if words else query
+        return self._codec.prompt(action, *_current_texts(self.env))
+
+
+_KEYS = ("preview", "progress", "query", "prompt")
+
+
+class _Encoder:
+    """Numeric observations without an env: the space and ``encode(observation)`` of one env's Dict."""
+
+    def __init__(
+        self,
+        preview_shape: tuple[int, int],
+        keys: Sequence[str],
+        text: str,
+        vocabulary: Sequence[str] | None,
+        max_words: int,
+        preview_size: int | tuple[int, int] | None,
+    ) -> None:
+        keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        unknown = [k for k in keys if k not in _KEYS]
+        if unknown or not keys or len(set(keys)) != len(keys):
+            raise ValueError(f"keys must be distinct names among {_KEYS}; got {keys}.")
+        if text not in ("bow", "ids"):
+            raise ValueError(f"text must be 'bow' (bag of words) or 'ids' (word ids); got {text!r}.")
+        if int(max_words) < 1:
+            raise ValueError(f"max_words must be at least 1; got {max_words}.")
+        self.keys = keys
+        self.text = text
+        self.vocabulary = _vocabulary(vocabulary)
+        self._index = {w: i for i, w in enumerate(self.vocabulary)}
+        self.max_words = int(max_words)
+        height, width = tuple(preview_shape)
+        if preview_size is not None:
+            height, width = (preview_size, preview_size) if isinstance(preview_size, int) else preview_size
+            if int(height) < 1 or int(width) < 1:
+                raise ValueError(f"preview_size must be positive; got {preview_size}.")
+        self.preview_size = (int(height), int(width))
+        self._resize = self.preview_size != tuple(preview_shape)
+        V = len(self.vocabulary)
+        text_space: spaces.Space = (
+            spaces.Box(0.0, float(_MAX_WORDS), (V + 1,), np.float32)
+            if text == "bow"
+            else spaces.MultiDiscrete(np.full(self.max_words, V + 2, dtype=np.int64))
+        )
+        fields: dict[str, spaces.Space] = {
+            "preview": spaces.Box(0, 255, (3, *self.preview_size), np.uint8),
+            "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
+            "query": text_space,
+            "prompt": text_space,
+        }
+        self.space = (
+            fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
+        )
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """``text`` as a bag of words (``float32 [V + 1]``) or word ids (``int64 [max_words]``)."""
+        words = tokenize(text)
+        V = len(self.vocabulary)
+        if self.text == "bow":
+            counts = np.zeros(V + 1, dtype=np.float32)
+            for word in words:
+                counts[self._index.get(word, V)] += 1
+            return np.minimum(counts, _MAX_WORDS)
+        ids = np.zeros(self.max_words, dtype=np.int64)
+        for j, word in enumerate(words[: self.max_words]):
+            ids[j] = self._index[word] + 2 if word in self._index else 1
+        return ids
+
+    def encode_preview(self, preview: np.ndarray) -> np.ndarray:
+        """``uint8 [H, W, 3]`` -> ``uint8 [3, H', W']`` at ``preview_size``."""
+        if self._resize:
+            height, width = self.preview_size
+            preview = np.asarray(Image.fromarray(preview).resize((width, height), Image.BILINEAR))
+        return np.ascontiguousarray(np.transpose(preview, (2, 0, 1)))
+
+    def encode(self, observation: dict[str, Any]) -> Any:
+        out: dict[str, np.ndarray] = {}
+        for key in self.keys:
+            value = observation[key]
+            if key == "preview":
+                out[key] = self.encode_preview(value)
+            elif key == "progress":
+                out[key] = np.asarray(value, dtype=np.float32).reshape(1)
+            else:
+                out[key] = self.encode_text(value)
+        return out["preview"] if self.keys == ("preview",) else out
 
 
 class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -244,7 +355,7 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         ValueError: for an unknown key or encoding, or a bad ``max_words`` or ``preview_size``.
     """
 
-    KEYS = ("preview", "progress", "query", "prompt")
+    KEYS = _KEYS
 
     def __init__(
         self,
@@ -266,74 +377,21 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
                 f"NumericObservation expects the env's Dict observation with keys {self.KEYS}; got {inner}. "
                 "Put it inside wrappers that change the observation."
             )
-        keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        unknown = [k for k in keys if k not in self.KEYS]
-        if unknown or not keys or len(set(keys)) != len(keys):
-            raise ValueError(f"keys must be distinct names among {self.KEYS}; got {keys}.")
-        if text not in ("bow", "ids"):
-            raise ValueError(f"text must be 'bow' (bag of words) or 'ids' (word ids); got {text!r}.")
-        if int(max_words) < 1:
-            raise ValueError(f"max_words must be at least 1; got {max_words}.")
-        self.keys = keys
-        self.text = text
-        self.vocabulary = _vocabulary(vocabulary)
-        self._index = {w: i for i, w in enumerate(self.vocabulary)}
-        self.max_words = int(max_words)
-        height, width = inner["preview"].shape[:2]
-        if preview_size is not None:
-            height, width = (preview_size, preview_size) if isinstance(preview_size, int) else preview_size
-            if int(height) < 1 or int(width) < 1:
-                raise ValueError(f"preview_size must be positive; got {preview_size}.")
-        self.preview_size = (int(height), int(width))
-        self._resize = self.preview_size != tuple(inner["preview"].shape[:2])
-        V = len(self.vocabulary)
-        text_space: spaces.Space = (
-            spaces.Box(0.0, float(_MAX_WORDS), (V + 1,), np.float32)
-            if text == "bow"
-            else spaces.MultiDiscrete(np.full(self.max_words, V + 2, dtype=np.int64))
-        )
-        fields: dict[str, spaces.Space] = {
-            "preview": spaces.Box(0, 255, (3, *self.preview_size), np.uint8),
-            "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
-            "query": text_space,
-            "prompt": text_space,
-        }
-        self.observation_space = (
-            fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
-        )
+        self._codec = _Encoder(inner["preview"].shape[:2], keys, text, vocabulary, max_words, preview_size)
+        self.keys, self.text, self.vocabulary = self._codec.keys, text, self._codec.vocabulary
+        self.max_words, self.preview_size = self._codec.max_words, self._codec.preview_size
+        self.observation_space = self._codec.space
 
     def encode_text(self, text: str) -> np.ndarray:
         """``text`` as a bag of words (``float32 [V + 1]``) or word ids (``int64 [max_words]``)."""
-        words = tokenize(text)
-        V = len(self.vocabulary)
-        if self.text == "bow":
-            counts = np.zeros(V + 1, dtype=np.float32)
-            for word in words:
-                counts[self._index.get(word, V)] += 1
-            return np.minimum(counts, _MAX_WORDS)
-        ids = np.zeros(self.max_words, dtype=np.int64)
-        for j, word in enumerate(words[: self.max_words]):
-            ids[j] = self._index[word] + 2 if word in self._index else 1
-        return ids
+        return self._codec.encode_text(text)
 
     def encode_preview(self, preview: np.ndarray) -> np.ndarray:
         """``uint8 [H, W, 3]`` -> ``uint8 [3, H', W']`` at ``preview_size``."""
-        if self._resize:
-            height, width = self.preview_size
-            preview = np.asarray(Image.fromarray(preview).resize((width, height), Image.BILINEAR))
-        return np.ascontiguousarray(np.transpose(preview, (2, 0, 1)))
+        return self._codec.encode_preview(preview)
 
     def observation(self, observation: dict[str, Any]) -> Any:
-        out: dict[str, np.ndarray] = {}
-        for key in self.keys:
-            value = observation[key]
-            if key == "preview":
-                out[key] = self.encode_preview(value)
-            elif key == "progress":
-                out[key] = np.asarray(value, dtype=np.float32).reshape(1)
-            else:
-                out[key] = self.encode_text(value)
-        return out["preview"] if self.keys == ("preview",) else out
+        return self._codec.encode(observation)
 
 
 def make_sb3_env(
