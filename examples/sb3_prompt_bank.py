@@ -3,9 +3,10 @@
     python examples/sb3_prompt_bank.py [--timesteps 2048] [--eval-n 200] [--out benchmarks/results/sb3_prompt_bank.md]
 
 ``PromptLoop-v0`` acts in text; :class:`promptloop_env.sb3.PromptLoopSB3VecEnv` (the batched vector env with
-the adapters of :mod:`promptloop_env.wrappers`) makes it an ordinary SB3 task: ``Discrete`` actions over :data:`~promptloop_env.wrappers.DEFAULT_BANK` (entry 0 leaves the query unchanged,
-the others append a background, size or position modifier) and a ``Dict`` observation (the preview as a
-channel-first image, progress, the query and the prompt in force as bags of words) for ``MultiInputPolicy``.
+the adapters of :mod:`promptloop_env.wrappers`) makes it an ordinary SB3 task: ``Discrete`` actions over
+:data:`~promptloop_env.wrappers.DEFAULT_BANK` (entry 0 leaves the query unchanged, the others append a
+background, size or position modifier) and a ``Dict`` observation (the preview as a channel-first image,
+progress, the query and the prompt in force as bags of words) for ``MultiInputPolicy``.
 
 The reward. On its own alignment score (``toy_alignment``) the shipped toy model barely responds to wording
 (every fixed rewrite lands within 0.012 of the query itself: ``benchmarks/results/toy_rewrites.md``), so a

@@ -127,19 +127,49 @@ def test_wrapped_env_passes_sb3_and_gymnasium_checkers(kwargs):
     assert unexpected == []
 
 
-def test_sb3_vec_env_and_a_short_ppo_run():
-    from stable_baselines3 import PPO
+def test_batched_sb3_vec_env_matches_sb3_make_vec_env():
     from stable_baselines3.common.env_util import make_vec_env
 
-    venv = make_vec_env(make_sb3_env, n_envs=2, seed=0, env_kwargs=CHEAP)
-    obs = venv.reset()
-    assert obs["preview"].shape == (2, 3, 36, 36) and obs["query"].shape == (2, len(default_vocabulary()) + 1)
-    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=2, seed=0, device="cpu")
+    from promptloop_env.sb3 import PromptLoopSB3VecEnv
+
+    queries = ["a red circle", "a blue square on a white background"]
+    batched = PromptLoopSB3VecEnv(2, **TWO)
+    dummy = make_vec_env(make_sb3_env, n_envs=2, env_kwargs=TWO)
+    assert batched.observation_space == dummy.observation_space and batched.action_space == dummy.action_space
+    for venv in (batched, dummy):
+        venv.seed(7)
+        venv.set_options([{"query": q} for q in queries])
+    obs = [batched.reset(), dummy.reset()]
+    assert obs[0]["query"].shape == (2, len(default_vocabulary()) + 1)
+    for actions in (np.array([1, 0]), np.array([2, 5])):
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = batched.step(actions), dummy.step(actions)
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_allclose(r1, r2, atol=1e-6)
+        for key in o1:  # one batched denoiser call vs two: the same up to float rounding
+            np.testing.assert_allclose(o1[key].astype(float), o2[key].astype(float), atol=2)
+    assert d1.all()
+    assert [i["prompts"] for i in i1] == [i["prompts"] for i in i2] == [
+        [f"{queries[0]}, on a black background", f"{queries[0]}, on a white background"],
+        [queries[1], queries[1] + ", small"],
+    ]
+    np.testing.assert_array_equal(i1[0]["terminal_observation"]["progress"], [1.0])
+    assert o1["progress"][0, 0] < 1  # the next episodes have started, as SB3 expects
+
+
+def test_short_ppo_run_on_the_batched_vec_env():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from promptloop_env.sb3 import PromptLoopSB3VecEnv
+
+    venv = VecMonitor(PromptLoopSB3VecEnv(4, **CHEAP))
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=32, n_epochs=2, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps == 64
-    assert len(model.ep_info_buffer) == 64  # K = 1: every step ends an episode (SB3's Monitor records it)
+    assert len(model.ep_info_buffer) == 64  # K = 1: every step ends an episode
+    obs = venv.reset()
     action, _ = model.predict(obs, deterministic=True)
-    assert action.shape == (2,) and all(venv.action_space.contains(a) for a in action)
+    assert action.shape == (4,) and all(venv.action_space.contains(a) for a in action)
 
 
 def test_gymnasium_sync_vector_env_with_the_adapters():
@@ -220,3 +250,16 @@ def test_render_list_to_gif_and_strip(tmp_path):
         save_gif([], tmp_path / "empty.gif")
     with pytest.raises(ValueError, match="uint8"):
         preview_strip([np.zeros((4, 4, 3), dtype=np.float32)])
+
+
+def test_rllib_example_trains_and_evaluates():
+    pytest.importorskip("ray.rllib", reason="the RLlib example needs ray[rllib] (see examples/rllib_prompt_bank.py)")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "rllib_prompt_bank.py"
+    command = [sys.executable, str(script), "--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "iteration 1: episode_return_mean" in out.stdout and "paired difference" in out.stdout
