@@ -96,7 +96,7 @@ def main() -> None:
         .learners(num_learners=0)
         .training(
             train_batch_size_per_learner=args.batch,
-            minibatch_size=64,
+            minibatch_size=min(64, args.batch),
             num_epochs=4,
             lr=1e-3,
             gamma=1.0,
