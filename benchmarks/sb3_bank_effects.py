@@ -2,13 +2,14 @@
 
     python benchmarks/sb3_bank_effects.py [--n 200] [--steps 10] [--refinements 2]
 
-Each entry of :data:`promptloop_env.wrappers.DEFAULT_BANK` is used as a fixed policy (the same entry at every
-refinement point) on the same held-out ``toy-test`` queries with the same env seeds; entry 0 (the query
-unchanged) is the identity baseline. Both rewards are computed on the same final images: JPEG compressibility
-(minus the JPEG size in kB) and the toy scorer's alignment with the query. Differences to identity are paired
-(same query, same initial noise). The last row is the per-query oracle: the best entry for each episode under
-the weighted reward ``jpeg_compressibility + w * toy_alignment`` (``--weight``), an upper bound for a policy
-that reads the query.
+Each entry of :data:`promptloop_env.wrappers.DEFAULT_BANK` (the query, then modifiers appended to it), and the
+two prompts that replace the query in the bank of ``examples/sb3_prompt_bank.py``, is used as a fixed policy
+(the same entry at every refinement point) on the same held-out ``toy-test`` queries with the same env seeds;
+entry 0 (the query unchanged) is the identity baseline. Both rewards are computed on the same final images:
+JPEG compressibility (minus the JPEG size in kB) and the toy scorer's alignment with the query. Differences to
+identity are paired (same query, same initial noise). The last line is the per-episode oracle: the best entry
+for each episode under ``jpeg_compressibility + w * toy_alignment`` (``--weight``), chosen after the fact (an
+upper bound that includes luck, not a policy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from agents.evaluate import eval_queries, evaluate  # noqa: E402
 from agents.mllm import split_observations  # noqa: E402
 from agents.train import make_envs  # noqa: E402
 from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+
+#: The bank of examples/sb3_prompt_bank.py: the default bank and two prompts that replace the query.
+BANK = (*DEFAULT_BANK, "a small white circle on a white background", "")
 
 
 class Entry:
@@ -72,9 +76,9 @@ def main() -> None:
         reward={"jpeg_compressibility": 1.0, "toy_alignment": 0.0},  # both parts reported, on the same images
     )
     results = {}
-    for i, template in enumerate(DEFAULT_BANK):
+    for i, template in enumerate(BANK):
         results[i] = evaluate(Entry(template), envs, queries, seed=0)
-        print(i, template, f"{results[i].components['jpeg_compressibility'].mean():.4f}", flush=True)
+        print(i, repr(template), f"{results[i].components['jpeg_compressibility'].mean():.4f}", flush=True)
     jpeg0 = results[0].components["jpeg_compressibility"]
     align0 = results[0].components["toy_alignment"]
     rows = [
@@ -82,17 +86,17 @@ def main() -> None:
         "| toy_alignment | diff to identity | 95% CI (paired) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, template in enumerate(DEFAULT_BANK):
+    for i, template in enumerate(BANK):
         jpeg, align = results[i].components["jpeg_compressibility"], results[i].components["toy_alignment"]
         dj, da = jpeg - jpeg0, align - align0
         rows.append(
-            f"| {i} | `{template}` | {jpeg.mean():.4f} | ±{ci(jpeg):.4f} | {dj.mean():+.4f} | ±{ci(dj):.4f} "
+            f"| {i} | `{template!r}` | {jpeg.mean():.4f} | ±{ci(jpeg):.4f} | {dj.mean():+.4f} | ±{ci(dj):.4f} "
             f"| {align.mean():.4f} | {da.mean():+.4f} | ±{ci(da):.4f} |"
         )
     weighted = np.stack(
         [
             results[i].components["jpeg_compressibility"] + args.weight * results[i].components["toy_alignment"]
-            for i in range(len(DEFAULT_BANK))
+            for i in range(len(BANK))
         ]
     )
     best_fixed = int(weighted.mean(1).argmax())

@@ -1,20 +1,22 @@
 """Stable-Baselines3 PPO on the toy world, choosing a prompt from a bank at each refinement point.
 
-    python examples/sb3_prompt_bank.py [--timesteps 2048] [--eval-n 200] [--out benchmarks/results/sb3_prompt_bank.md]
+    OMP_NUM_THREADS=1 python examples/sb3_prompt_bank.py [--timesteps 3072] [--eval-n 200] [--out FILE.md]
 
 ``PromptLoop-v0`` acts in text; :class:`promptloop_env.sb3.PromptLoopSB3VecEnv` (the batched vector env with
 the adapters of :mod:`promptloop_env.wrappers`) makes it an ordinary SB3 task: ``Discrete`` actions over
-:data:`~promptloop_env.wrappers.DEFAULT_BANK` (entry 0 leaves the query unchanged, the others append a
-background, size or position modifier) and a ``Dict`` observation (the preview as a channel-first image,
-progress, the query and the prompt in force as bags of words) for ``MultiInputPolicy``.
+:data:`BANK` (entry 0 leaves the query unchanged; then :data:`~promptloop_env.wrappers.DEFAULT_BANK`'s
+background, size and position modifiers appended to the query; then two prompts that replace it) and a
+``Dict`` observation (the preview as a channel-first image, progress, the query and the prompt in force as
+bags of words) for ``MultiInputPolicy``.
 
-The reward. On its own alignment score (``toy_alignment``) the shipped toy model barely responds to wording
-(every fixed rewrite lands within 0.012 of the query itself: ``benchmarks/results/toy_rewrites.md``), so a
-policy has nothing to learn there. The image's JPEG size does respond: a background modifier changes most of
-the pixels (``benchmarks/results/sb3_bank_effects.md``). The default reward is therefore
-``jpeg_compressibility + --align-weight * toy_alignment``: smaller files, without giving up what the query
-asks for (the weight makes the best modifier depend on the query: a query that names a background loses
-alignment when another background is appended). ``--align-weight 0`` trains on compressibility alone.
+The reward. On its alignment score (``toy_alignment``) the shipped toy model barely responds to wording (every
+fixed rewrite lands within 0.012 of the query itself: ``benchmarks/results/toy_rewrites.md``), and appended
+modifiers barely change its images at all: their JPEG sizes stay within 0.006 kB of the query's
+(``benchmarks/results/sb3_bank_effects.md``). Replacing the prompt does change the image measurably (a plain
+"small white circle on white" saves about 0.1 kB, 9 %, of the JPEG). The default reward is therefore
+``jpeg_compressibility`` (minus the JPEG size in kB, DDPO's compressibility), on which the bank has an entry
+better than identity; the toy alignment of the same images is reported beside it, and shows what the policy
+gives up for it (the reward knows nothing of the query). ``--align-weight w`` adds ``w * toy_alignment``.
 
 Training uses the grammar's ``toy-train`` queries; evaluation uses held-out ``toy-test`` queries with the same
 env seeds for the trained policy (greedy) and the identity baseline (bank entry 0, "no change"), and reports
@@ -41,6 +43,10 @@ sys.path.insert(0, str(ROOT))
 from promptloop_env.prompts import make_prompt_source  # noqa: E402
 from promptloop_env.rewards import jpeg_compressibility, toy_alignment  # noqa: E402
 from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+
+#: The default bank (the query, then modifiers appended to it) and two prompts that replace the query: on the
+#: toy model only replacing the prompt changes the JPEG size measurably (benchmarks/results/sb3_bank_effects.md).
+BANK: tuple[str, ...] = (*DEFAULT_BANK, "a small white circle on a white background", "")
 
 
 def mean_ci(values: np.ndarray) -> str:
@@ -73,11 +79,11 @@ def evaluate(venv, queries: list[str], policy) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=2048, help="PPO environment steps (K per episode)")
+    parser.add_argument("--timesteps", type=int, default=3072, help="PPO environment steps (K per episode)")
     parser.add_argument("--eval-n", type=int, default=200, help="held-out toy-test queries")
     parser.add_argument("--steps", type=int, default=10, help="T, denoising steps")
     parser.add_argument("--refinements", type=int, default=2, help="K, refinement points (uniform)")
-    parser.add_argument("--align-weight", type=float, default=1.0, help="toy_alignment's weight in the reward")
+    parser.add_argument("--align-weight", type=float, default=0.0, help="toy_alignment's weight in the reward")
     parser.add_argument("--n-envs", type=int, default=8, help="trajectories per batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as Markdown here")
@@ -103,7 +109,7 @@ def main() -> None:
     start = time.perf_counter()
     # One batched vector env (one denoiser call per step for all n envs); make_vec_env(make_sb3_env, ...) works
     # too, with n separate denoiser calls per step.
-    venv = VecMonitor(PromptLoopSB3VecEnv(args.n_envs, **env_kwargs))
+    venv = VecMonitor(PromptLoopSB3VecEnv(args.n_envs, bank=BANK, **env_kwargs))
     venv.seed(args.seed)
     # Terminal reward only and K-step episodes: no discounting; small batches, several epochs.
     model = PPO(
@@ -129,18 +135,19 @@ def main() -> None:
     # Held out (no scene of the training split); the queries of benchmarks/sb3_bank_effects.py for the same n.
     draw, rng = make_prompt_source("toy-test"), np.random.default_rng(0)
     queries = [draw(rng) for _ in range(args.eval_n)]
-    eval_env = PromptLoopSB3VecEnv(args.n_envs, **env_kwargs)
+    eval_env = PromptLoopSB3VecEnv(args.n_envs, bank=BANK, **env_kwargs)
     start = time.perf_counter()
     trained = evaluate(eval_env, queries, lambda obs: model.predict(obs, deterministic=True)[0])
     identity = evaluate(eval_env, queries, lambda obs: np.zeros(args.n_envs, dtype=np.int64))
     eval_minutes = (time.perf_counter() - start) / 60
     diff = trained["reward"] - identity["reward"]
-    counts = np.bincount(trained["actions"], minlength=len(DEFAULT_BANK))
+    counts = np.bincount(trained["actions"], minlength=len(BANK))
     reward_name = " + ".join(f"{w:g} * {n}" for n, w in reward.items())
     lines = [
         f"# SB3 PPO over a prompt bank on the toy world ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `OMP_NUM_THREADS=2 python examples/sb3_prompt_bank.py --timesteps {args.timesteps} "
+        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python examples/sb3_prompt_bank.py "
+        f"--timesteps {args.timesteps} "
         f"--eval-n {args.eval_n} --steps {args.steps} --refinements {args.refinements} "
         f"--align-weight {args.align_weight:g} --n-envs {args.n_envs} --seed {args.seed}`  ",
         f"Machine: {platform.machine()} CPU, 2 cores shared with other jobs (wall times are noisy). Training "
@@ -164,7 +171,7 @@ def main() -> None:
         f"jpeg_compressibility {mean_ci(trained['jpeg_compressibility'] - identity['jpeg_compressibility'])}.",
         "",
         "Actions of the trained policy on the eval episodes: "
-        + ", ".join(f"`{DEFAULT_BANK[i]}` {c}" for i, c in enumerate(counts) if c)
+        + ", ".join(f"`{BANK[i]!r}` {c}" for i, c in enumerate(counts) if c)
         + ".",
         "",
         f"Training returns (SB3 Monitor, the last {len(returns)} episodes): {np.mean(returns):.4f}.",
