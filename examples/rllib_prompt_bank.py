@@ -9,8 +9,9 @@ and the query as numbers), then Gymnasium's ``TransformObservation`` (the previe
 ``FlattenObservation`` (one ``Box`` for RLlib's default MLP encoder). RLlib's new API
 stack's PPO trains it for ``--iterations`` iterations in this process (no remote env runners), then the greedy
 policy and the identity baseline (bank entry 0, "no change") are compared on held-out toy queries with the same
-env seeds, as in ``examples/sb3_prompt_bank.py``; the reward is the same weighted sum of JPEG compressibility
-and toy alignment (see that example for why).
+env seeds, as in ``examples/sb3_prompt_bank.py``, with the same bank and reward (JPEG compressibility, plus
+``--align-weight`` times the toy alignment; see that example for why). Both rows report the reward and the
+toy alignment of the same images.
 
 RLlib pins its own Gymnasium (ray 2.60 installs gymnasium 1.2.x), so installing it may change the versions in
 an existing environment (check with ``pip install --dry-run "ray[rllib]"``). A separate one works::
@@ -33,6 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ENV_NAME = "PromptLoopBank-v0"
+#: The bank of examples/sb3_prompt_bank.py: the default bank, then two prompts that replace the query.
+BANK = (
+    "{query}",
+    "{query}, on a black background",
+    "{query}, on a white background",
+    "{query}, on a gray background",
+    "{query}, on a brown background",
+    "{query}, small",
+    "{query}, large",
+    "{query}, in the center",
+    "a small white circle on a white background",
+    "",
+)
 
 
 def env_creator(config: dict):
@@ -64,7 +78,7 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=50, help="held-out toy-test queries")
     parser.add_argument("--steps", type=int, default=10, help="T, denoising steps")
     parser.add_argument("--refinements", type=int, default=2, help="K, refinement points (uniform)")
-    parser.add_argument("--align-weight", type=float, default=1.0, help="toy_alignment's weight in the reward")
+    parser.add_argument("--align-weight", type=float, default=0.0, help="toy_alignment's weight in the reward")
     args = parser.parse_args()
     try:
         import ray
@@ -84,6 +98,7 @@ def main() -> None:
         schedule="uniform",
         reward={"jpeg_compressibility": 1.0, "toy_alignment": args.align_weight},
         prompts="toy-train",
+        bank=BANK,
         keys=("preview", "progress", "query"),
         preview_size=16,
     )
@@ -129,21 +144,28 @@ def main() -> None:
 
     draw, rng = make_prompt_source("toy-test"), np.random.default_rng(0)
     queries = [draw(rng) for _ in range(args.eval_n)]
+    from promptloop_env.rewards import toy_alignment
+
     rewards: dict[str, list[float]] = {"identity": [], "RLlib PPO, greedy": []}
+    alignment: dict[str, list[float]] = {"identity": [], "RLlib PPO, greedy": []}
     for name, policy in (("identity", lambda obs: 0), ("RLlib PPO, greedy", greedy)):
         for i, query in enumerate(queries):
             obs, _ = env.reset(seed=i, options={"query": query})
             done = False
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(policy(obs))
+                obs, reward, terminated, truncated, info = env.step(policy(obs))
                 done = terminated or truncated
             rewards[name].append(float(reward))
-    for name, values in rewards.items():
-        values = np.asarray(values)
-        half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
-        print(f"{name}: {values.mean():.4f} ± {half:.4f} (n = {len(values)})")
+            alignment[name].append(float(toy_alignment(info["image"][None], [query])[0]))
+
+    def mean_ci(values: list[float]) -> str:
+        array = np.asarray(values)
+        return f"{array.mean():.4f} ± {1.96 * array.std(ddof=1) / math.sqrt(len(array)):.4f}"
+
+    for name in rewards:
+        print(f"{name}: reward {mean_ci(rewards[name])}, toy_alignment {mean_ci(alignment[name])} (n = {len(queries)})")
     diff = np.asarray(rewards["RLlib PPO, greedy"]) - np.asarray(rewards["identity"])
-    print(f"paired difference: {diff.mean():.4f} ± {1.96 * diff.std(ddof=1) / math.sqrt(len(diff)):.4f}")
+    print(f"paired difference of the reward: {mean_ci(list(diff))}")
     algo.stop()
     ray.shutdown()
 

@@ -262,4 +262,4 @@ def test_rllib_example_trains_and_evaluates():
     command = [sys.executable, str(script), "--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "iteration 1: episode_return_mean" in out.stdout and "paired difference" in out.stdout
+    assert "iteration 1: episode_return_mean" in out.stdout and "paired difference of the reward" in out.stdout
