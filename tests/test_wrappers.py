@@ -252,14 +252,27 @@ def test_render_list_to_gif_and_strip(tmp_path):
         preview_strip([np.zeros((4, 4, 3), dtype=np.float32)])
 
 
-def test_rllib_example_trains_and_evaluates():
-    pytest.importorskip("ray.rllib", reason="the RLlib example needs ray[rllib] (see examples/rllib_prompt_bank.py)")
+def _rllib_example(*args: str):
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "rllib_prompt_bank.py"
-    command = [sys.executable, str(script), "--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_rllib_example_says_what_is_missing_without_ray():
+    try:
+        import ray.rllib  # noqa: F401
+    except ImportError:
+        out = _rllib_example("--iterations", "1")
+        assert out.returncode != 0 and 'pip install "ray[rllib]"' in out.stderr
+    else:
+        pytest.skip("ray[rllib] is installed here")
+
+
+def test_rllib_example_trains_and_evaluates():
+    pytest.importorskip("ray.rllib", reason="the RLlib example needs ray[rllib] (see examples/rllib_prompt_bank.py)")
+    out = _rllib_example("--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "iteration 1: episode_return_mean" in out.stdout and "paired difference of the reward" in out.stdout
