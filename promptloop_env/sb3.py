@@ -42,11 +42,15 @@ class PromptLoopSB3VecEnv(VecEnv):
         num_envs: N, trajectories per batch.
         env_id: the registered id (``gym.make_vec(env_id, vectorization_mode="vector_entry_point")``).
         action: ``"bank"`` (:class:`~promptloop_env.wrappers.PromptBankAction`'s ``Discrete``) or ``"tokens"``
-            (:class:`~promptloop_env.wrappers.TokenAction`'s ``MultiDiscrete``); ``bank``, ``vocabulary``,
-            ``length`` and ``mode`` as there.
-        keys, text, max_words, preview_size: the observation, as in
-            :class:`~promptloop_env.wrappers.NumericObservation` (``preview_size`` defaults to 36, the
-            smallest size SB3's ``NatureCNN`` takes).
+            (:class:`~promptloop_env.wrappers.TokenAction`'s ``MultiDiscrete``).
+        bank: the prompt templates of ``action="bank"`` (default :data:`~promptloop_env.wrappers.DEFAULT_BANK`).
+        vocabulary: the words of the token actions and of the text observations (default: the toy grammar's).
+        length: word slots of ``action="tokens"``.
+        mode: ``"append"`` or ``"replace"``, for ``action="tokens"``.
+        keys: the observation's fields, as in :class:`~promptloop_env.wrappers.NumericObservation`.
+        text: ``"bow"`` or ``"ids"``, the text encoding.
+        max_words: words kept per text with ``text="ids"``.
+        preview_size: the preview's size (default 36, the smallest SB3's ``NatureCNN`` takes).
         **env_kwargs: the env's arguments (``num_inference_steps``, ``reward``, ``prompts``, ...).
 
     Raises:

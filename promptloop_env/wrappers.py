@@ -411,8 +411,24 @@ def make_sb3_env(
     """A ``PromptLoop`` env with numeric actions and observations, ready for SB3's ``MultiInputPolicy`` (or
     ``CnnPolicy`` with ``keys=("preview",)``): ``gym.make(env_id, **env_kwargs)``, then ``wrappers`` (e.g.
     ``gym.wrappers.TimeLimit``), then :class:`PromptBankAction` (``action="bank"``) or :class:`TokenAction`
-    (``action="tokens"``), then :class:`NumericObservation`. ``preview_size`` defaults to 36, the smallest
-    size SB3's ``NatureCNN`` takes.
+    (``action="tokens"``), then :class:`NumericObservation`.
+
+    Args:
+        env_id: the registered id.
+        action: ``"bank"`` or ``"tokens"``.
+        bank: :class:`PromptBankAction`'s templates (default :data:`DEFAULT_BANK`).
+        vocabulary: the words of the token actions and of the text observations (default: the toy grammar's).
+        length: :class:`TokenAction`'s word slots.
+        mode: :class:`TokenAction`'s ``"append"`` or ``"replace"``.
+        keys: :class:`NumericObservation`'s fields.
+        text: ``"bow"`` or ``"ids"``.
+        max_words: words kept per text with ``text="ids"``.
+        preview_size: the preview's size (default 36, the smallest SB3's ``NatureCNN`` takes).
+        wrappers: callables ``env -> env`` applied to the text env before the adapters.
+        **env_kwargs: the env's arguments (``num_inference_steps``, ``reward``, ``prompts``, ...).
+
+    Raises:
+        ValueError: for an unknown ``action`` and the errors of the adapters' arguments.
 
     ```python
     >>> from stable_baselines3.common.env_util import make_vec_env

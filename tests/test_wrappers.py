@@ -276,3 +276,12 @@ def test_rllib_example_trains_and_evaluates():
     out = _rllib_example("--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "iteration 1: episode_return_mean" in out.stdout and "paired difference of the reward" in out.stdout
+
+
+@pytest.mark.parametrize("module", ["promptloop_env.wrappers", "promptloop_env.rendering", "promptloop_env.sb3"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
