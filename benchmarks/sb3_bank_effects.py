@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="T, denoising steps")
     parser.add_argument("--refinements", type=int, default=2, help="K, uniform refinement points")
     parser.add_argument("--weight", type=float, default=1.0, help="toy_alignment's weight in the oracle row")
+    parser.add_argument("--entries", type=int, nargs="*", default=None, help="bank entries to run (default: all)")
     parser.add_argument("--out", default="benchmarks/results/sb3_bank_effects.md")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,8 +76,12 @@ def main() -> None:
         schedule="uniform",
         reward={"jpeg_compressibility": 1.0, "toy_alignment": 0.0},  # both parts reported, on the same images
     )
+    entries = sorted({0, *(range(len(BANK)) if args.entries is None else args.entries)})  # 0: the paired base
+    if entries[-1] >= len(BANK) or entries[0] < 0:
+        raise SystemExit(f"--entries must be in [0, {len(BANK)}); got {args.entries}.")
     results = {}
-    for i, template in enumerate(BANK):
+    for i in entries:
+        template = BANK[i]
         results[i] = evaluate(Entry(template), envs, queries, seed=0)
         print(i, repr(template), f"{results[i].components['jpeg_compressibility'].mean():.4f}", flush=True)
     jpeg0 = results[0].components["jpeg_compressibility"]
@@ -86,7 +91,8 @@ def main() -> None:
         "| toy_alignment | diff to identity | 95% CI (paired) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, template in enumerate(BANK):
+    for i in entries:
+        template = BANK[i]
         jpeg, align = results[i].components["jpeg_compressibility"], results[i].components["toy_alignment"]
         dj, da = jpeg - jpeg0, align - align0
         rows.append(
@@ -96,17 +102,19 @@ def main() -> None:
     weighted = np.stack(
         [
             results[i].components["jpeg_compressibility"] + args.weight * results[i].components["toy_alignment"]
-            for i in range(len(BANK))
+            for i in entries
         ]
     )
-    best_fixed = int(weighted.mean(1).argmax())
+    best_fixed = entries[int(weighted.mean(1).argmax())]
     oracle = weighted.max(0)
     minutes = (time.perf_counter() - start) / 60
     lines = [
         f"# Prompt-bank entries vs rewards on the toy world ({datetime.date.today().isoformat()})",
         "",
         f"Command: `python benchmarks/sb3_bank_effects.py --n {args.n} --steps {args.steps} "
-        f"--refinements {args.refinements} --weight {args.weight:g}`  ",
+        f"--refinements {args.refinements} --weight {args.weight:g}"
+        + (f" --entries {' '.join(map(str, args.entries))}" if args.entries is not None else "")
+        + f" --out {args.out}`  ",
         f"Machine: {platform.machine()}, CPU (2 cores shared with other jobs: timings are noisy), "
         f"{minutes:.1f} min. Held-out `toy-test` queries, the same env seeds for every entry, T = {args.steps}, "
         f"K = {args.refinements} uniform refinement points, the entry used at every point. JPEG size at quality "
@@ -115,7 +123,7 @@ def main() -> None:
         *rows,
         "",
         f"Weighted reward `jpeg_compressibility + {args.weight:g} * toy_alignment`: identity "
-        f"{weighted[0].mean():.4f}, best fixed entry ({best_fixed}) {weighted[best_fixed].mean():.4f}, "
+        f"{weighted[0].mean():.4f}, best fixed entry ({best_fixed}) {weighted[entries.index(best_fixed)].mean():.4f}, "
         f"per-episode oracle over the bank {oracle.mean():.4f} (best entry chosen after the fact).",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
