@@ -28,7 +28,8 @@ support. These Gymnasium wrappers turn it into an ordinary numeric task:
 
 The wrappers read the query and the prompt in force from the base env (``env.unwrapped``), so they stack in any
 order with each other and with Gymnasium's standard wrappers (``TimeLimit``, ``RecordEpisodeStatistics``,
-``RecordVideo``). With SB3, ``make_vec_env(make_sb3_env, n_envs=...)`` builds a ``DummyVecEnv`` of them.
+``RecordVideo``). With SB3, ``make_vec_env(make_sb3_env, n_envs=...)`` builds a ``DummyVecEnv`` of them;
+:class:`promptloop_env.sb3.PromptLoopSB3VecEnv` is the batched alternative (one denoiser call per step).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ __all__ = [
     "tokenize",
 ]
 
-#: The default prompt bank: the query unchanged (entry 0, the identity baseline), then modifiers appended to it.
-#: Backgrounds and sizes change the toy model's images the most (and so their JPEG size); see
-#: ``benchmarks/results/sb3_bank_effects.md`` for what each entry does to the rewards.
+#: The default prompt bank: the query unchanged (entry 0, the identity baseline), then background, size and position
+#: modifiers appended to it. The shipped toy model barely follows appended modifiers (its JPEG sizes move by less
+#: than 0.006 kB): ``benchmarks/results/sb3_bank_effects.md`` measures each entry's effect on the rewards.
 DEFAULT_BANK: tuple[str, ...] = (
     "{query}",
     "{query}, on a black background",
