@@ -13,7 +13,7 @@ The reward. On its alignment score (``toy_alignment``) the shipped toy model bar
 fixed rewrite lands within 0.012 of the query itself: ``benchmarks/results/toy_rewrites.md``), and appended
 modifiers barely change its images at all: their JPEG sizes stay within 0.006 kB of the query's
 (``benchmarks/results/sb3_bank_effects.md``). Replacing the prompt does change the image measurably (a plain
-"small white circle on white" saves about 0.1 kB, 9 %, of the JPEG). The default reward is therefore
+"small white circle on white" saves about 0.08 kB, 7 %, of the JPEG). The default reward is therefore
 ``jpeg_compressibility`` (minus the JPEG size in kB, DDPO's compressibility), on which the bank has an entry
 better than identity; the toy alignment of the same images is reported beside it, and shows what the policy
 gives up for it (the reward knows nothing of the query). ``--align-weight w`` adds ``w * toy_alignment``.
