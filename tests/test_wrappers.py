@@ -273,7 +273,7 @@ def test_rllib_example_says_what_is_missing_without_ray():
 
 def test_rllib_example_trains_and_evaluates():
     pytest.importorskip("ray.rllib", reason="the RLlib example needs ray[rllib] (see examples/rllib_prompt_bank.py)")
-    out = _rllib_example("--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "2")
+    out = _rllib_example("--iterations", "1", "--batch", "32", "--eval-n", "4", "--steps", "3")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "iteration 1: episode_return_mean" in out.stdout and "paired difference of the reward" in out.stdout
 
