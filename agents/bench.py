@@ -213,19 +213,18 @@ def _figure(ncols: int = 1, width: float = 7.0, height: float = 4.0) -> Any:
 
 
 def bar_plot(ax: Any, rows: Sequence[dict[str, Any]], label_key: str = "label", title: str = "") -> None:
-    """Horizontal bars of ``mean`` with the 95 % CI as error bars, one per row, top to bottom."""
+    """One point per row, top to bottom: the mean with its 95 % CI (grey: no sampling, blue: sampled, orange:
+    greedy); the first row's mean (the base model, where the table has one) as a dotted line."""
     labels = [str(r[label_key]) + (f" ({r['mode']})" if r.get("mode") not in (None, "", "-") else "") for r in rows]
-    means = np.array([r["mean"] for r in rows])
-    errors = np.array([[r["mean"] - r["ci_low"], r["ci_high"] - r["mean"]] for r in rows]).T
     y = np.arange(len(rows))[::-1]
-    colors = ["tab:gray" if r.get("mode") in (None, "", "-") else "tab:blue" if r["mode"] == "sampled" else
-              "tab:orange" for r in rows]
-    ax.barh(y, means, xerr=errors, color=colors, capsize=3)
+    palette = {"sampled": "tab:blue", "greedy": "tab:orange"}
+    for yi, r in zip(y, rows, strict=True):
+        color = palette.get(r.get("mode"), "tab:gray")
+        ax.errorbar([r["mean"]], [yi], xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
+                    color=color, capsize=3)
+    ax.axvline(rows[0]["mean"], color="tab:gray", linestyle=":", linewidth=1)
     ax.set_yticks(y, labels, fontsize=8)
-    low = float(np.min(means - errors[0]))
-    high = float(np.max(means + errors[1]))
-    pad = 0.1 * (high - low + 1e-9)
-    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.set_xlabel("mean reward (95% CI)")
     ax.set_title(title, fontsize=10)
 
@@ -379,9 +378,8 @@ def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
         envs.close()
     for label, schedule in schedules_for(args.k, T).items():
         envs = _envs(args, num_refinements=args.k, schedule=schedule)
-        where = schedule if isinstance(schedule, str) else ",".join(map(str, schedule))
-        rows += _eval_agent(agent, envs, queries, args, identity, modes, sweep="schedule",
-                            setting=f"{label} ({where})", k=args.k)
+        setting = label if isinstance(schedule, str) else f"{label} ({','.join(map(str, schedule))})"
+        rows += _eval_agent(agent, envs, queries, args, identity, modes, sweep="schedule", setting=setting, k=args.k)
         envs.close()
     name = "k_sweep"
     write_csv(out / f"{name}.csv", rows)
@@ -447,8 +445,30 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
 
         pipe = load_toy_pipeline()
         embedders["CLIP-text similarity (toy model)"] = clip_text_embedder(pipe.text_encoder, pipe.tokenizer)
-    curve_rows, eval_rows, curves = [], [], {}
-    for train_name, heldout in _pairs(args.pairs):
+    pairs = _pairs(args.pairs)
+    names = list(dict.fromkeys(n for train_name, heldout in pairs for n in (train_name, *heldout)))
+    # Every reward reported as a component of the eval env's reward (only the first one weighs in its total).
+    weights = {n: float(i == 0) for i, n in enumerate(names)}
+    envs = _envs(args, num_refinements=args.k, schedule="uniform", reward=weights)
+
+    def eval_rows_of(policy: Any, run_name: str, label: str) -> list[dict[str, Any]]:
+        rows = []
+        for mode in modes:
+            result = evaluate(policy, envs, queries, seed=args.seed, greedy=mode == "greedy")
+            row = {"run": run_name, "policy": label, "mode": mode}
+            for component in names:
+                values = result.components[component]
+                row[component] = float(values.mean())
+                row[f"{component} ci95"] = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+            row["prompt Jaccard"] = prompt_drift(result.queries, result.prompts)["prompt_jaccard"]
+            for embed_label, embed in embedders.items():
+                row[embed_label] = embedding_similarity(result.queries, result.prompts, embed)
+            rows.append(row)
+        return rows
+
+    curve_rows, curves = [], {}
+    eval_rows = eval_rows_of(untrained, "-", f"untrained ({args.base_agent})")
+    for train_name, heldout in pairs:
         run_name = f"train-{train_name}"
         run = train_agent(run_name, work, reuse=args.reuse, progress=args.progress,
                           **_train_settings(args, reward=train_name, heldout_rewards=",".join(heldout)))
@@ -463,47 +483,33 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
             first, last = first_last(values)
             curve_rows.append({"run": run_name, "metric": label, "tag": tag, "first_10pct": first,
                                "last_10pct": last, "change": last - first, "updates": len(values)})
-        reward = {train_name: 1.0, **{h: 0.0 for h in heldout}}  # every reward reported as a component
-        envs = _envs(args, num_refinements=args.k, schedule="uniform", reward=reward)
-        agent = load_agent(str(run.agent))
-        for label, policy in (("untrained", untrained), (f"trained on {train_name}", agent)):
-            for mode in modes:
-                result = evaluate(policy, envs, queries, seed=args.seed, greedy=mode == "greedy")
-                row = {"run": run_name, "policy": label, "mode": mode}
-                for component in (train_name, *heldout):
-                    values = result.components[component]
-                    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-                    row[component] = float(values.mean())
-                    row[f"{component} ci95"] = half
-                drift = prompt_drift(result.queries, result.prompts)
-                row["prompt Jaccard"] = drift["prompt_jaccard"]
-                for embed_label, embed in embedders.items():
-                    row[embed_label] = embedding_similarity(result.queries, result.prompts, embed)
-                eval_rows.append(row)
-        envs.close()
+        eval_rows += eval_rows_of(load_agent(str(run.agent)), run_name, f"trained on {train_name}")
+    envs.close()
     name = "overopt"
     write_csv(out / f"{name}.csv", eval_rows)
     write_csv(out / f"{name}_training.csv", curve_rows)
     metrics = list(dict.fromkeys(r["metric"] for r in curve_rows))
-    fig, axes = _figure(ncols=len(curves), width=6.0, height=3.5 * 1)
-    for ax, (run_name, series) in zip(axes, curves.items(), strict=True):
-        twin = ax.twinx()
-        for i, label in enumerate(metrics):
-            if label not in series or len(series[label][1]) == 0:
-                continue
-            steps, values = series[label]
-            window = max(len(values) // 10, 1)
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            target = ax if label.startswith(("train", "held-out")) else twin
-            style = "-" if label.startswith(("train", "held-out")) else "--"
-            target.plot(steps[window - 1:], smooth, style, color=f"C{i}", label=label)
-        ax.set_xlabel("episodes seen")
-        ax.set_ylabel("reward (smoothed)")
-        twin.set_ylabel("prompt drift / similarity")
-        handles = ax.get_legend_handles_labels()
-        twin_handles = twin.get_legend_handles_labels()
-        ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=7, loc="best")
-        ax.set_title(run_name, fontsize=10)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * len(curves), 7.5), layout="constrained")
+    grid = fig.subplots(3, len(curves), squeeze=False, sharex="col")
+    panels = (("train", "trained reward"), ("held-out", "held-out reward"), ("", "prompt vs query"))
+    for col, (run_name, series) in enumerate(curves.items()):
+        for row, (prefix, ylabel) in enumerate(panels):
+            ax = grid[row][col]
+            for i, label in enumerate(metrics):
+                in_panel = label.startswith(prefix) if prefix else not label.startswith(("train", "held-out"))
+                if not in_panel or label not in series or len(series[label][1]) == 0:
+                    continue
+                steps, values = series[label]
+                window = max(len(values) // 10, 1)  # moving average over a tenth of the run
+                ax.plot(steps, values, color=f"C{i}", alpha=0.25, linewidth=0.8)
+                smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+                ax.plot(steps[window - 1 :], smooth, color=f"C{i}", label=label)
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=7, loc="best")
+        grid[0][col].set_title(run_name, fontsize=10)
+        grid[-1][col].set_xlabel("episodes seen")
     fig.savefig(out / f"{name}.png", dpi=120)
     eval_columns = list(dict.fromkeys(k for r in eval_rows for k in r))
     body = [
