@@ -100,8 +100,20 @@ def load_toy_pipeline(path: str | Path | None = None, cache: bool = True) -> Any
             f"No toy model at {folder}: expected a pipeline folder with model_index.json. Train one with "
             "`python -m promptloop_env.toy.train`."
         )
+    shared = {}
+    if not (folder / "vae").is_dir() and (TOY_MODEL_DIR / "vae").is_dir():
+        # A toy model trained with ``--vae-from`` the shipped VAE (toy-b) is shipped without its copy of it.
+        from diffusers import AutoencoderKL
+
+        vae_dir = TOY_MODEL_DIR / "vae"
+        shared["vae"] = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True)
     pipe = StableDiffusionPipeline.from_pretrained(
-        folder, local_files_only=True, use_safetensors=True, safety_checker=None, requires_safety_checker=False
+        folder,
+        local_files_only=True,
+        use_safetensors=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+        **shared,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
