@@ -23,6 +23,7 @@ Every row is evaluated on the same held-out queries with the same env seeds (so 
 for random schedules, the same refinement points), reported as the mean reward with a 95 % confidence
 interval, and, where the base model ran on the same episodes, the paired difference to it with its own 95 %
 interval (``1.96 * std(diff) / sqrt(n)``), which is much tighter than the two intervals side by side.
+Sampled rows reseed torch with ``--seed`` first, so a policy's sampled row is the same in every experiment.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .evaluate import EvalResult, eval_queries, evaluate
 from .train import ConfigError, TrainConfig, load_agent, make_envs
@@ -200,8 +202,6 @@ def _cpu_count() -> int:
 
 
 def _threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
@@ -269,6 +269,7 @@ def _eval_agent(agent: Any, envs: Any, queries: list[str], args: argparse.Namesp
                 modes: list[str], **labels: Any) -> list[dict[str, Any]]:
     rows = []
     for mode in modes:
+        torch.manual_seed(args.seed)  # sampled rows: the same sampling stream wherever the row is evaluated
         result = evaluate(agent, envs, queries, seed=args.seed, greedy=mode == "greedy")
         rows.append(result_row(result, base, **labels, mode=mode))
     return rows
@@ -454,6 +455,7 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     def eval_rows_of(policy: Any, run_name: str, label: str) -> list[dict[str, Any]]:
         rows = []
         for mode in modes:
+            torch.manual_seed(args.seed)
             result = evaluate(policy, envs, queries, seed=args.seed, greedy=mode == "greedy")
             row = {"run": run_name, "policy": label, "mode": mode}
             for component in names:
