@@ -212,9 +212,11 @@ def _figure(ncols: int = 1, width: float = 7.0, height: float = 4.0) -> Any:
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def bar_plot(ax: Any, rows: Sequence[dict[str, Any]], label_key: str = "label", title: str = "") -> None:
+def bar_plot(
+    ax: Any, rows: Sequence[dict[str, Any]], label_key: str = "label", title: str = "", base: float | None = None
+) -> None:
     """One point per row, top to bottom: the mean with its 95 % CI (grey: no sampling, blue: sampled, orange:
-    greedy); the first row's mean (the base model, where the table has one) as a dotted line."""
+    greedy); ``base`` (default: the first row's mean) as a dotted line."""
     labels = [str(r[label_key]) + (f" ({r['mode']})" if r.get("mode") not in (None, "", "-") else "") for r in rows]
     y = np.arange(len(rows))[::-1]
     palette = {"sampled": "tab:blue", "greedy": "tab:orange"}
@@ -222,7 +224,7 @@ def bar_plot(ax: Any, rows: Sequence[dict[str, Any]], label_key: str = "label", 
         color = palette.get(r.get("mode"), "tab:gray")
         ax.errorbar([r["mean"]], [yi], xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
                     color=color, capsize=3)
-    ax.axvline(rows[0]["mean"], color="tab:gray", linestyle=":", linewidth=1)
+    ax.axvline(rows[0]["mean"] if base is None else base, color="tab:gray", linestyle=":", linewidth=1)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_ylim(-0.5, len(rows) - 0.5)
     ax.set_xlabel("mean reward (95% CI)")
@@ -355,6 +357,28 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise ConfigError(f"{flag} {text!r}: expected comma-separated integers such as 0,1,3,5.") from None
 
 
+def plot_k_sweep(rows: Sequence[dict[str, Any]], path: Path, agent: str, k: int, steps: int) -> None:
+    """The k-sweep figure: reward versus K (the K = 0 row as a grey band), and the placements of K points."""
+    identity = next(r for r in rows if r["sweep"] == "K" and int(r["k"]) == 0)
+    fig, axes = _figure(ncols=2, width=6.0)
+    ax = axes[0]
+    ax.axhspan(identity["ci_low"], identity["ci_high"], color="tab:gray", alpha=0.2)
+    ax.axhline(identity["mean"], color="tab:gray", label="K = 0 (query only)")
+    for mode, color in (("sampled", "tab:blue"), ("greedy", "tab:orange")):
+        pts = [r for r in rows if r["sweep"] == "K" and r["mode"] == mode]
+        if pts:
+            ax.errorbar([int(r["k"]) for r in pts], [r["mean"] for r in pts],
+                        yerr=[[r["mean"] - r["ci_low"] for r in pts], [r["ci_high"] - r["mean"] for r in pts]],
+                        marker="o", capsize=3, color=color, label=mode)
+    ax.set_xlabel("K (refinement points, uniform)")
+    ax.set_ylabel("mean reward (95% CI)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"reward vs K ({agent})", fontsize=10)
+    bar_plot(axes[1], [r for r in rows if r["sweep"] == "schedule"], label_key="setting",
+             title=f"where K = {k} points fall (T = {steps}; dotted: K = 0)", base=identity["mean"])
+    fig.savefig(path, dpi=120)
+
+
 def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
     """Reward versus K and versus where the refinement points fall, for one policy."""
     from .baselines import Identity
@@ -384,23 +408,7 @@ def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
         envs.close()
     name = "k_sweep"
     write_csv(out / f"{name}.csv", rows)
-    fig, axes = _figure(ncols=2, width=6.0)
-    ax = axes[0]
-    ax.axhspan(identity.mean - identity.ci95, identity.mean + identity.ci95, color="tab:gray", alpha=0.2)
-    ax.axhline(identity.mean, color="tab:gray", label="K = 0 (query only)")
-    for mode, color in (("sampled", "tab:blue"), ("greedy", "tab:orange")):
-        pts = [r for r in rows if r["sweep"] == "K" and r["mode"] == mode]
-        if pts:
-            ax.errorbar([r["k"] for r in pts], [r["mean"] for r in pts],
-                        yerr=[[r["mean"] - r["ci_low"] for r in pts], [r["ci_high"] - r["mean"] for r in pts]],
-                        marker="o", capsize=3, color=color, label=mode)
-    ax.set_xlabel("K (refinement points, uniform)")
-    ax.set_ylabel("mean reward (95% CI)")
-    ax.legend(fontsize=8)
-    ax.set_title(f"reward vs K ({args.agent})", fontsize=10)
-    bar_plot(axes[1], [r for r in rows if r["sweep"] == "schedule"], label_key="setting",
-             title=f"where K = {args.k} points fall (T = {T})")
-    fig.savefig(out / f"{name}.png", dpi=120)
+    plot_k_sweep(rows, out / f"{name}.png", args.agent, args.k, T)
     body = [
         f"Policy: `{args.agent}`. Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, "
         f"T = {T}, the env's reward. K = 0 is the diffusion model on the query alone (identity). Schedules place "
