@@ -2,6 +2,7 @@
 
     promptloop train [--config run.yaml] [--algo grpo] [--updates 40] [--out runs/toy] [--resume runs/toy] ...
     promptloop eval --agent identity --agent runs/toy/agent [--queries toy-test] [--n 200] [--out table.md]
+    promptloop bench {ablation,k-sweep,overopt,unseen-backbone} [--updates 30] [--eval-n 100] [--out folder]
 
 ``train`` takes every :class:`agents.train.TrainConfig` setting as a flag (``--queries-per-update 4``); a
 config file (YAML, read with ``yaml.safe_load``, or JSON) sets the same names, and flags given on the command
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _eval_parser(sub)
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
@@ -152,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             result = train(config, progress=not getattr(args, "quiet", False))
             print(f"trained agent: {result['agent']}")
             print(f"TensorBoard:   tensorboard --logdir {result['tensorboard']}")
+        elif args.command == "bench":
+            from .bench import run_bench
+
+            for kind, path in run_bench(args, sys.argv[1:] if argv is None else argv).items():
+                print(f"{kind}: {path}")
         else:
             print(run_eval(args))
     except ConfigError as error:

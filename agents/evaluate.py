@@ -21,11 +21,13 @@ __all__ = ["EvalResult", "evaluate", "eval_queries", "markdown_table"]
 
 @dataclass
 class EvalResult:
-    """Per-episode rewards and reward components of one policy."""
+    """Per-episode rewards and reward components of one policy (and each episode's query and prompts)."""
 
     rewards: np.ndarray
     components: dict[str, np.ndarray] = field(default_factory=dict)
     fallback_rate: float = float("nan")
+    queries: list[str] = field(default_factory=list)
+    prompts: list[list[str]] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -64,6 +66,8 @@ def evaluate(
     rewards: list[float] = []
     components: dict[str, list[float]] = {}
     fallbacks: list[bool] = []
+    episode_queries: list[str] = []
+    prompts: list[list[str]] = []
     for start in range(0, len(queries), n):
         chunk = list(queries[start : start + n])
         real = len(chunk)
@@ -72,6 +76,8 @@ def evaluate(
         episodes = collect(policy, envs, chunk, seeds, one_shot=one_shot, greedy=greedy)[:real]
         for episode in episodes:
             rewards.append(episode.reward)
+            episode_queries.append(episode.query)
+            prompts.append(episode.prompts)
             fallbacks += [t.fallback for t in episode.turns]
             for name, value in episode.components.items():
                 components.setdefault(name, []).append(value)
@@ -79,6 +85,8 @@ def evaluate(
         np.array(rewards),
         {k: np.array(v) for k, v in components.items()},
         float(np.mean(fallbacks)) if fallbacks else float("nan"),
+        episode_queries,
+        prompts,
     )
 
 

@@ -79,6 +79,11 @@ class TrainConfig:
     gamma: float = _f(1.0, "PPO: discount over agent tokens")
     lam: float = _f(0.95, "PPO: GAE lambda")
     temperature: float | None = _f(None, "sampling temperature of the policy (None: the agent's own setting)")
+    heldout_rewards: str = _f(
+        "",
+        "comma-separated reward names also scored on the final images and logged (with the prompts' drift from "
+        "the query) under diagnostics/ (see agents.diagnostics); empty: none",
+    )
     seed: int = _f(0, "seed of queries, env seeds and sampling")
     out: str = _f("runs/promptloop", "run folder: TensorBoard logs, checkpoints, the final agent")
     checkpoint_every: int = _f(10, "write a checkpoint every N updates (and after the last)")
@@ -135,6 +140,12 @@ class TrainConfig:
             problems.append(f"temperature={self.temperature} (must be > 0)")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_images_every < 0:
             problems.append("checkpoint_every and keep_checkpoints must be >= 1, log_images_every >= 0")
+        if self.heldout_rewards:
+            from promptloop_env.rewards import reward_names
+
+            unknown = [n for n in map(str.strip, self.heldout_rewards.split(",")) if n not in reward_names()]
+            if unknown:
+                problems.append(f"heldout_rewards has unknown names {unknown} (registered: {reward_names()})")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             problems.append(f"mixed_precision={self.mixed_precision!r} (expected no, fp16 or bf16)")
         if problems:
@@ -312,6 +323,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if start == 0:
         writer.add_text("config", _config_markdown(config))
     metrics: dict[str, float] = {}
+    if config.heldout_rewards:  # over-optimisation diagnostics (agents.diagnostics)
+        from .diagnostics import agent_text_embedder, episode_diagnostics, make_heldout_rewards
+
+        heldout, embed = make_heldout_rewards(config.heldout_rewards), agent_text_embedder(agent)
     bar = tqdm(range(start, config.updates), initial=start, total=config.updates, disable=not progress, desc="updates")
     for update in bar:
         rng = np.random.default_rng([config.seed, update])
@@ -347,6 +362,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         )
         for name in episodes[0].components:
             metrics[f"rewards/{name}"] = float(np.mean([e.components.get(name, np.nan) for e in episodes]))
+        if config.heldout_rewards:
+            metrics.update(episode_diagnostics(episodes, heldout, embed))
         step = (update + 1) * config.num_envs  # episodes seen
         for name, value in metrics.items():
             if math.isfinite(value):

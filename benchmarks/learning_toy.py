@@ -30,30 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RUNS = {
-    # name: (train flags, eval one_shot, eval preview)
-    "grpo-stepwise": (["--algo", "grpo"], False, "full"),
-    "grpo-one-shot": (["--algo", "grpo", "--one-shot"], True, "full"),
-    "grpo-stepwise-no-preview": (["--algo", "grpo", "--preview", "none"], False, "none"),
-    "ppo-stepwise": (["--algo", "ppo", "--epochs", "2", "--minibatches", "2"], False, "full"),
+    # name: (TrainConfig settings, eval one_shot, eval preview)
+    "grpo-stepwise": (dict(algo="grpo"), False, "full"),
+    "grpo-one-shot": (dict(algo="grpo", one_shot=True), True, "full"),
+    "grpo-stepwise-no-preview": (dict(algo="grpo", preview="none"), False, "none"),
+    "ppo-stepwise": (dict(algo="ppo", epochs=2, minibatches=2), False, "full"),
 }
-
-
-def train_run(name: str, flags: list[str], updates: int, work: Path) -> dict:
-    out = work / name
-    command = [sys.executable, "-m", "agents.cli", "train", "--updates", str(updates), "--out", str(out)]
-    command += ["--quiet", "--checkpoint-every", str(max(updates // 4, 1)), *flags]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    minutes = (time.perf_counter() - start) / 60
-    return {"agent": out / "agent", "minutes": minutes, "tensorboard": out / "tensorboard"}
-
-
-def scalars(folder: Path, tag: str) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    return [e.value for e in events.Scalars(tag)]
 
 
 def reference_cost(mode: str) -> None:
@@ -111,6 +93,7 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from agents.baselines import Identity
+    from agents.bench import tb_scalars, train_agent
     from agents.cli import _quiet_libraries
     from agents.evaluate import eval_queries, evaluate, markdown_table
     from agents.train import load_agent, make_envs
@@ -149,17 +132,17 @@ def main() -> None:
     )
     write()
     for name in args.runs:
-        flags, one_shot, preview = RUNS[name]
-        run = train_run(name, flags, args.updates, work)
-        agent = load_agent(str(run["agent"]))
+        settings, one_shot, preview = RUNS[name]
+        run = train_agent(name, work, updates=args.updates, checkpoint_every=max(args.updates // 4, 1), **settings)
+        agent = load_agent(str(run.agent))
         results[name] = evaluate(agent, envs[preview], queries, seed=0, one_shot=one_shot)
         results[name + ", greedy"] = evaluate(agent, envs[preview], queries, seed=0, one_shot=one_shot, greedy=True)
-        eps = scalars(run["tensorboard"], "charts/episodes_per_second")
-        tok = scalars(run["tensorboard"], "charts/tokens_per_second")
-        ret = scalars(run["tensorboard"], "charts/episodic_return")
+        eps = tb_scalars(run.tensorboard, "charts/episodes_per_second")[1]
+        tok = tb_scalars(run.tensorboard, "charts/tokens_per_second")[1]
+        ret = tb_scalars(run.tensorboard, "charts/episodic_return")[1]
         first, last = np.mean(ret[: max(len(ret) // 10, 1)]), np.mean(ret[-max(len(ret) // 10, 1) :])
         notes.append(
-            f"- `{name}`: {run['minutes']:.1f} min; median {np.median(eps):.2f} episodes/s, "
+            f"- `{name}`: {run.minutes:.1f} min; median {np.median(eps):.2f} episodes/s, "
             f"{np.median(tok):.0f} agent tokens/s; training return {first:.3f} (first 10 % of updates) -> "
             f"{last:.3f} (last 10 %)."
         )

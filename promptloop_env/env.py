@@ -35,9 +35,19 @@ def default_pipeline():
     return load_toy_pipeline()
 
 
+def _is_toy(pipeline: Any) -> bool:
+    from .toy.model import TOY_PIPELINES
+
+    return pipeline is None or (isinstance(pipeline, str) and pipeline in TOY_PIPELINES)
+
+
 def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
     if pipeline is None:
         pipeline = default_pipeline()
+    elif _is_toy(pipeline):
+        from .toy.model import TOY_PIPELINES, load_toy_pipeline
+
+        pipeline = load_toy_pipeline(TOY_PIPELINES[pipeline])
     elif isinstance(pipeline, (str, os.PathLike)):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,7 +104,7 @@ class _Episodes:
         self.num_inference_steps = int(num_inference_steps)
         self.num_refinements = int(num_refinements)
         self.schedule = validate_schedule(schedule, self.num_refinements, self.num_inference_steps)
-        toy = pipeline is None  # the toy world's model, queries and scorer go together
+        toy = _is_toy(pipeline)  # the toy world's model, queries and scorer go together
         self._reward = make_reward(
             reward if reward is not None else ("toy_alignment" if toy else "jpeg_compressibility")
         )
@@ -283,7 +293,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
 
     * `pipeline`: a diffusers pipeline object, a folder written by ``save_pretrained``, or a model id in the
       local Hugging Face cache. Default: the embedded toy world's model (a small Stable Diffusion trained on
-      the shapes domain, shipped in the package, 32 x 32 images), offline.
+      the shapes domain, shipped in the package, 32 x 32 images), offline; ``"toy"`` names it and ``"toy-b"``
+      a second toy model of the same world (another seed, a narrower UNet: the toy world's unseen backbone).
     * `num_inference_steps` (20): T, denoiser calls per image. `num_refinements` (5): K, actions per episode.
     * `schedule` (``"uniform"``): ``"uniform"``, ``"random"`` or a list of K step indices.
     * `guidance_scale`, `negative_prompt` (None): classifier-free guidance as in diffusers (default guidance:

@@ -54,6 +54,7 @@ class TrainConfig:
     eval_seeds: int = 2
     threads: int = 0
     vae_from: str = ""
+    unet_channels: str = "64,128"
 
 
 def _images(rng: np.random.Generator, n: int, train_only: bool = False):
@@ -140,7 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(message)
 
     t0 = time.perf_counter()
-    pipe = build_toy_pipeline(seed=cfg.seed)
+    try:
+        channels = tuple(int(c) for c in cfg.unet_channels.split(","))
+    except ValueError:
+        raise SystemExit(
+            f"--unet-channels must be comma-separated integers such as 64,128; got {cfg.unet_channels!r}"
+        ) from None
+    pipe = build_toy_pipeline(seed=cfg.seed, block_out_channels=channels)
     counts = {
         name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")
     }
@@ -240,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python -m promptloop_env.toy.train --seed {cfg.seed} --vae-steps {cfg.vae_steps} "
-        f"--unet-steps {cfg.unet_steps}`  ",
+        f"--unet-steps {cfg.unet_steps} --unet-channels {cfg.unet_channels} --pool {cfg.pool}"
+        + (f" --vae-from {cfg.vae_from}" if cfg.vae_from else "")
+        + "`  ",
         f"Parameters: UNet {counts['unet']:,}, VAE {counts['vae']:,}, text encoder {counts['text_encoder']:,}.  ",
         f"Wall time: VAE {vae_minutes:.1f} min, UNet + text encoder {unet_minutes:.1f} min "
         f"({cfg.unet_steps * cfg.batch / (unet_minutes * 60):.0f} images/s at batch {cfg.batch}), "
