@@ -381,7 +381,8 @@ def _global_metrics(metrics: dict[str, float], rewards: np.ndarray, accelerator:
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the last update's metrics and the run's paths.
+    """Run (or resume) a training run; returns the last update's metrics (``metrics``), the run's paths
+    (``agent``: the saved agent's folder, ``tensorboard``, ``out``) and the trained agent object (``policy``).
 
     Under ``accelerate launch --num_processes N`` every process runs its own envs on its share of each
     update's episodes (update ``u``'s queries and seeds are drawn as in a single process, then split by
@@ -503,4 +504,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         with atomic_folder(out / "agent") as folder:
             agent.save_pretrained(folder)
     accelerator.wait_for_everyone()
-    return {"metrics": metrics, "agent": out / "agent", "tensorboard": out / "tensorboard", "out": out}
+    return {
+        "metrics": metrics,
+        "agent": out / "agent",
+        "tensorboard": out / "tensorboard",
+        "out": out,
+        "policy": agent,
+    }
