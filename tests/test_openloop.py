@@ -43,7 +43,7 @@ def test_open_loop_writes_all_prompts_in_one_pass_and_the_env_uses_them():
     episodes = collect(OpenLoop(agent), envs, queries, [4, 5])
     assert agent.calls == [2 * 3]  # one generate call for the K = 3 refinement points of both episodes
     for episode, query in zip(episodes, queries, strict=True):
-        assert len(episode.turns) == 3 and len(episode.previews) == 3
+        assert episode.query == query and len(episode.turns) == 3 and len(episode.previews) == 3
         assert episode.prompts == [t.prompt for t in episode.turns]  # the env ran the planned prompts
         assert all(not t.image.any() for t in episode.turns)  # written before any preview existed
         assert episode.image.shape == (32, 32, 3) and np.isfinite(episode.reward)
