@@ -28,8 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.baselines import Identity  # noqa: E402
 from agents.cli import _quiet_libraries  # noqa: E402
-from agents.evaluate import EvalResult, eval_queries  # noqa: E402
+from agents.evaluate import EvalResult, eval_queries, evaluate  # noqa: E402
 from agents.openloop import OpenLoop  # noqa: E402
 from agents.rollout import collect  # noqa: E402
 from agents.toy import load_toy_policy  # noqa: E402
@@ -100,6 +101,8 @@ def main() -> None:
             results[(mode, batch)] = run(mode, agent, envs, subset, args.seed)
             r = results[(mode, batch)]
             print(f"{mode} batch {batch}: policy {np.median(r['policy']):.4f} s, env {np.median(r['env']):.4f} s")
+        if batch == args.num_envs:  # the same queries and seeds with no policy at all
+            identity = evaluate(Identity(), envs, queries, seed=args.seed)
         envs.close()
 
     rows = [
@@ -130,6 +133,10 @@ def main() -> None:
             f"| {mode} | {result.mean:.4f} | [{result.mean - result.ci95:.4f}, {result.mean + result.ci95:.4f}] | "
             f"{len(result.rewards)} | {results[(mode, args.num_envs)]['canonical']:.3f} |"
         )
+    reward_rows.append(
+        f"| identity (the query, no policy) | {identity.mean:.4f} | "
+        f"[{identity.mean - identity.ci95:.4f}, {identity.mean + identity.ci95:.4f}] | {len(identity.rewards)} | |"
+    )
     closed, open_ = (results[(m, args.num_envs)]["rewards"] for m in ("closed-loop", "open-loop"))
     diff = open_ - closed
     diff_ci = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
@@ -176,8 +183,7 @@ often a prompt it wrote is exactly that), not to read previews. Closed-loop, eac
 force, i.e. the previous turn's sampled answer (temperature 1.5), so a sampling slip can carry over the K turns;
 open-loop, every turn rewrites the query itself. On this policy the feedback open-loop gives up is worth
 nothing; for a policy that learned to read previews it is the point of PromptLoop, and the trade the mode makes
-for speed. Identity (the query at every refinement) scores 0.758 on these queries and seeds
-([toy_rewrites](toy_rewrites.md), 400 queries).
+for speed. See also [toy_rewrites](toy_rewrites.md) for what fixed rewrites of the query score.
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
