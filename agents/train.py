@@ -332,6 +332,27 @@ def _config_markdown(config: TrainConfig) -> str:
 # The loop
 
 
+def _accelerator(config: TrainConfig) -> Any:
+    """accelerate's Accelerator for this run. Its state is one per process: a second run in the same process with
+    another precision (a notebook, a test suite) starts a fresh single-process state instead of failing."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    settings = dict(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    try:
+        return Accelerator(**settings)
+    except ValueError as error:
+        if "already been initialized" not in str(error):
+            raise
+        if PartialState().num_processes > 1:
+            raise ConfigError(
+                f"mixed_precision={config.mixed_precision!r} differs from the launcher's setting ({error}); give the "
+                "same value to `accelerate launch --mixed_precision` and to the run's config."
+            ) from error
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**settings)
+
+
 def _placement(config: TrainConfig, accelerator: Any) -> tuple[int, Any, torch.dtype]:
     """This process's episodes per update, and the diffusion model's device and dtype; :class:`ConfigError` for
     settings the processes or devices cannot serve."""
@@ -389,7 +410,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     process index, whole GRPO groups per process), gradients are averaged over processes, metrics are gathered,
     and the main process alone writes TensorBoard, checkpoints and the final agent.
     """
-    from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -397,7 +417,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     config.validate()
     out = Path(config.out)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    accelerator = _accelerator(config)
     local, diffusion_device, diffusion_dtype = _placement(config, accelerator)
     main = accelerator.is_main_process
     torch.manual_seed(config.seed)

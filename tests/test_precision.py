@@ -17,7 +17,7 @@ from agents.mllm import MLLMAgent
 from agents.rollout import annotate, collect
 from agents.tiny import tiny_qwen2_vl
 from agents.toy import load_toy_policy
-from agents.train import ConfigError, TrainConfig, _placement, make_envs, train
+from agents.train import ConfigError, TrainConfig, _accelerator, _placement, make_envs, train
 
 WORDS = "a red blue circle square on the left right white background small large".split()
 
@@ -115,6 +115,8 @@ def test_training_with_bf16_autocast_and_gradient_checkpointing_on_cpu(tmp_path)
     assert np.isfinite(result["metrics"]["losses/loss"]) and result["policy"].gradient_checkpointing
     adapter = load_file(str(result["agent"] / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # it learned
+    # accelerate keeps one state per process: the next run in this process may use another precision.
+    assert _accelerator(TrainConfig(device="cpu")).mixed_precision == "no"
 
 
 def test_diffusion_dtype_reaches_the_env_without_touching_the_shared_model():
