@@ -3,13 +3,14 @@
     python benchmarks/open_loop.py [--n 200] [--latency-n 40] [--out benchmarks/results/open_loop.md]
 
 Both modes run the same held-out ``toy-test`` queries with the same env seeds (T = 20, K = 5 uniform refinement
-points, full previews, reward ``toy_alignment``) and the same sampling seed. Closed-loop: the agent reads the
+points, full previews, reward ``toy_alignment``) and the same sampling seeds. Closed-loop: the agent reads the
 preview at each refinement point, K generate calls per batch, the env waiting for each. Open-loop
 (:class:`agents.openloop.OpenLoop`): one generate call writes all K prompts of every episode of the batch before
-sampling, from the query alone. Time is measured in two settings: one episode at a time (latency; the first
-``--latency-n`` queries) and ``--num-envs`` episodes per vector-env batch (throughput); policy time is the time
-spent in ``generate``, env time the rest of the batch; per-episode times are batch times / batch size, medians
-over batches. Reward: mean and 95 % CI over the ``--n`` queries of the batched run.
+sampling, from the query alone. The two modes run interleaved, batch by batch. Time is measured in two
+settings: one episode at a time (latency; the first ``--latency-n`` queries) and ``--num-envs`` episodes per
+vector-env batch (throughput); policy time is the time spent in ``generate``, env time the rest of the batch;
+per-episode times are batch times / batch size, medians over batches. Reward: mean and 95 % CI over the
+``--n`` queries of the batched run, and identity (no policy) on the same queries and seeds.
 """
 
 from __future__ import annotations
@@ -52,30 +53,40 @@ class Timed:
             self.seconds += time.perf_counter() - start
 
 
-def run(mode: str, agent, envs, queries: list[str], seed: int) -> dict:
-    """Every query once, ``envs.num_envs`` at a time; per-batch policy/env seconds and per-episode rewards."""
+MODES = ("closed-loop", "open-loop")
+
+
+def run(agent, envs, queries: list[str], seed: int) -> dict[str, dict]:
+    """Every query once per mode, ``envs.num_envs`` at a time, the two modes interleaved batch by batch (in
+    alternating order, so that load changes on a shared machine hit both alike), each batch with the same env
+    seeds and sampling seed in both modes; per-batch policy/env seconds and per-episode rewards."""
     timed = Timed(agent)
-    policy = OpenLoop(timed) if mode == "open-loop" else timed
+    policies = {"closed-loop": timed, "open-loop": OpenLoop(timed)}
+    out = {mode: {"policy": [], "env": [], "rewards": [], "canonical": []} for mode in MODES}
     n = envs.num_envs
-    policy_s, env_s, rewards, canonical = [], [], [], []
-    torch.manual_seed(seed)
-    for start in range(0, len(queries), n):
+    for index, start in enumerate(range(0, len(queries), n)):
         chunk = list(queries[start : start + n])
         real = len(chunk)
         chunk += [chunk[-1]] * (n - real)
-        timed.seconds = 0.0
-        t0 = time.perf_counter()
-        episodes = collect(policy, envs, chunk, [seed + start + i for i in range(n)])
-        total = time.perf_counter() - t0
-        policy_s.append(timed.seconds / n)
-        env_s.append((total - timed.seconds) / n)
-        rewards += [e.reward for e in episodes[:real]]
-        canonical += [t.prompt == describe(parse(e.query)) for e in episodes[:real] for t in e.turns]
+        for mode in MODES if index % 2 == 0 else MODES[::-1]:
+            torch.manual_seed(seed + start)
+            timed.seconds = 0.0
+            t0 = time.perf_counter()
+            episodes = collect(policies[mode], envs, chunk, [seed + start + i for i in range(n)])
+            total = time.perf_counter() - t0
+            r = out[mode]
+            r["policy"].append(timed.seconds / n)
+            r["env"].append((total - timed.seconds) / n)
+            r["rewards"] += [e.reward for e in episodes[:real]]
+            r["canonical"] += [t.prompt == describe(parse(e.query)) for e in episodes[:real] for t in e.turns]
     return {
-        "policy": np.array(policy_s),
-        "env": np.array(env_s),
-        "rewards": np.array(rewards),
-        "canonical": float(np.mean(canonical)),
+        mode: {
+            "policy": np.array(r["policy"]),
+            "env": np.array(r["env"]),
+            "rewards": np.array(r["rewards"]),
+            "canonical": float(np.mean(r["canonical"])),
+        }
+        for mode, r in out.items()
     }
 
 
@@ -96,10 +107,9 @@ def main() -> None:
     results: dict[tuple[str, int], dict] = {}
     for batch, subset in ((1, queries[: args.latency_n]), (args.num_envs, queries)):
         envs = make_envs("PromptLoop-v0", batch, **env_kwargs)
-        run("closed-loop", agent, envs, subset[:batch], args.seed)  # warm-up: caches, allocator, first calls
-        for mode in ("closed-loop", "open-loop"):
-            results[(mode, batch)] = run(mode, agent, envs, subset, args.seed)
-            r = results[(mode, batch)]
+        run(agent, envs, subset[:batch], args.seed)  # warm-up: caches, allocator, first calls
+        for mode, r in run(agent, envs, subset, args.seed).items():
+            results[(mode, batch)] = r
             print(f"{mode} batch {batch}: policy {np.median(r['policy']):.4f} s, env {np.median(r['env']):.4f} s")
         if batch == args.num_envs:  # the same queries and seeds with no policy at all
             identity = evaluate(Identity(), envs, queries, seed=args.seed)
@@ -151,11 +161,12 @@ def main() -> None:
 
 `OMP_NUM_THREADS=1 {command.strip()}` on {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only,
 {torch.get_num_threads()} thread(s). **The CPU was shared with other jobs while this ran (load average well above
-the core count), so absolute times are noisy; both modes ran back to back in one process, and the ratios are
-the numbers to read.**
+the core count), so absolute times are noisy; the two modes ran interleaved batch by batch (alternating which
+went first) in one process, so the ratios are the numbers to read, and the env time, the same work in both
+modes, shows how much noise there is.**
 
 The shipped toy policy (`agents/toy`, sampled at its temperature 1.5), held-out `toy-test` queries, the same env
-seeds and sampling seed for both modes, T = 20 denoising steps, K = 5 uniform refinement points, full previews,
+seeds and sampling seeds for both modes, T = 20 denoising steps, K = 5 uniform refinement points, full previews,
 reward `toy_alignment`. Closed-loop: the agent reads the preview at each refinement point (K `generate` calls per
 batch, the env waiting for each). Open-loop: `agents.openloop.OpenLoop`, one `generate` call writes the K
 prompts of every episode of the batch before sampling (blank preview, the query as the prompt in force, each
@@ -181,9 +192,9 @@ Open-loop minus closed-loop, paired over the same queries and seeds: {diff.mean(
 {verdict} The toy policy was supervised to rewrite a query into its canonical caption (the last column: how
 often a prompt it wrote is exactly that), not to read previews. Closed-loop, each turn rewrites the prompt in
 force, i.e. the previous turn's sampled answer (temperature 1.5), so a sampling slip can carry over the K turns;
-open-loop, every turn rewrites the query itself. On this policy the feedback open-loop gives up is worth
-nothing; for a policy that learned to read previews it is the point of PromptLoop, and the trade the mode makes
-for speed. See also [toy_rewrites](toy_rewrites.md) for what fixed rewrites of the query score.
+open-loop, every turn rewrites the query itself. A policy that never learned to read previews has little to
+gain from the feedback open-loop gives up; for one that did, that feedback is the point of PromptLoop and what
+the mode trades for speed. See also [toy_rewrites](toy_rewrites.md) for what fixed rewrites of the query score.
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
