@@ -10,7 +10,6 @@ import torch
 import promptloop_env  # noqa: F401  (registers the env ids)
 from agents.baselines import Identity
 from agents.cli import load_policy, main
-from agents.evaluate import evaluate
 from agents.openloop import OpenLoop, refinement_progress
 from agents.rollout import collect
 from agents.toy import load_toy_policy
@@ -19,7 +18,7 @@ from agents.train import ConfigError
 
 def envs_for(n: int, **kwargs):
     return gym.make_vec(
-        "PromptLoop-v0", num_envs=n, vectorization_mode="vector_entry_point", num_inference_steps=10,
+        "PromptLoop-v0", num_envs=n, vectorization_mode="vector_entry_point", num_inference_steps=6,
         num_refinements=3, **kwargs,
     )  # fmt: skip
 
@@ -49,8 +48,8 @@ def test_open_loop_writes_all_prompts_in_one_pass_and_the_env_uses_them():
         assert episode.image.shape == (32, 32, 3) and np.isfinite(episode.reward)
     # The chats carry the query as the prompt in force and each refinement point's progress.
     obs, info = envs.reset(seed=[4, 5], options={"query": queries})
-    progress = refinement_progress(obs, info, num_inference_steps=10)
-    assert progress == [[s / 10 for s in steps] for steps in info["refinement_steps"]]
+    progress = refinement_progress(obs, info, num_inference_steps=6)
+    assert progress == [[s / 6 for s in steps] for steps in info["refinement_steps"]]
     assert refinement_progress(obs, info) == progress  # T read off the observation when not given
     chats = OpenLoop(agent.agent).chats(obs, progress)
     assert [c["prompt"] for c in chats] == [q for q in queries for _ in range(3)]
@@ -67,8 +66,7 @@ def test_open_loop_prompts_do_not_depend_on_the_sampling():
     second = collect(OpenLoop(agent), envs, queries, [7, 8], greedy=True)
     assert [e.prompts for e in first] == [e.prompts for e in second]
     assert any(not np.array_equal(a.image, b.image) for a, b in zip(first, second, strict=True))
-    result = evaluate(OpenLoop(agent), envs, queries * 2, seed=3)
-    assert len(result.rewards) == 4 and result.fallback_rate == 0.0
+    assert all(not t.fallback for e in first for t in e.turns)
     envs.close()
 
 
