@@ -4,6 +4,7 @@
 - :mod:`agents.toy`: the shipped toy policy (a tiny Qwen2-VL for the toy world) and its supervised script;
 - :mod:`agents.baselines`: identity, fixed suffix, one-shot rewrite, random prompt bank;
 - :mod:`agents.rollout`: episodes from a vector env, through the Gymnasium API only;
+- :mod:`agents.openloop`: open-loop ("a priori") inference, all K prompts written before sampling;
 - :mod:`agents.ppo`, :mod:`agents.grpo`: the algorithms; :mod:`agents.train`: config, loop, checkpoints;
 - :mod:`agents.evaluate`, :mod:`agents.cli`: eval tables and the ``promptloop`` command.
 """
@@ -11,6 +12,7 @@
 from .baselines import FixedSuffix, Identity, OneShot, Policy, RandomBank, make_baseline
 from .evaluate import EvalResult, evaluate, markdown_table
 from .mllm import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, AgentError, MLLMAgent, Turn, parse_prompt
+from .openloop import OpenLoop
 from .rollout import Episode, annotate, collect
 from .train import ConfigError, TrainConfig, train
 
@@ -25,6 +27,7 @@ __all__ = [
     "Identity",
     "MLLMAgent",
     "OneShot",
+    "OpenLoop",
     "Policy",
     "RandomBank",
     "TrainConfig",

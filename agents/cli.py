@@ -3,11 +3,13 @@
     promptloop train [--config run.yaml] [--algo grpo] [--updates 40] [--out runs/toy] [--resume runs/toy] ...
     promptloop eval --agent identity --agent runs/toy/agent [--queries toy-test] [--n 200] [--out table.md]
     promptloop bench {ablation,k-sweep,overopt,unseen-backbone} [--updates 30] [--eval-n 100] [--out folder]
+    accelerate launch --num_processes 2 -m agents.cli train ...      (data-parallel over processes / GPUs)
 
 ``train`` takes every :class:`agents.train.TrainConfig` setting as a flag (``--queries-per-update 4``); a
 config file (YAML, read with ``yaml.safe_load``, or JSON) sets the same names, and flags given on the command
 line override it. ``eval`` runs each ``--agent`` (a baseline name: identity, suffix, random-bank; ``toy``;
-or an agent folder such as a run's ``agent/``) over the same queries and seeds and prints a Markdown table.
+or an agent folder such as a run's ``agent/``; ``open-loop:`` before ``toy`` or a folder evaluates that agent
+open-loop, see :mod:`agents.openloop`) over the same queries and seeds and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ def _train_parser(sub: Any) -> None:
 
 def _eval_parser(sub: Any) -> None:
     parser = sub.add_parser("eval", help="evaluate agents and baselines on a prompt set")
-    parser.add_argument("--agent", action="append", required=True, help="baseline name, 'toy', or agent folder")
+    parser.add_argument(
+        "--agent",
+        action="append",
+        required=True,
+        help="baseline name, 'toy', or agent folder; prefix 'open-loop:' to write all prompts before sampling",
+    )
     parser.add_argument("--queries", default="toy-test", help="prompt set (default: the toy world's held-out split)")
     parser.add_argument("--n", type=int, default=200, help="number of queries")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queries and env seeds")
@@ -91,11 +98,26 @@ def _eval_parser(sub: Any) -> None:
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
 
 
+def load_policy(spec: str) -> Any:
+    """A policy for ``eval --agent``: a baseline name, ``toy``, an agent folder, or ``open-loop:`` before one of
+    the last two (the agent writes all its prompts before sampling, :class:`agents.openloop.OpenLoop`)."""
+    from .baselines import BASELINES, make_baseline
+    from .openloop import OPEN_LOOP_PREFIX, OpenLoop
+    from .train import load_agent
+
+    if spec.startswith(OPEN_LOOP_PREFIX):
+        inner = spec[len(OPEN_LOOP_PREFIX) :]
+        if inner in BASELINES:
+            raise ConfigError(f"--agent {spec}: baselines never see previews, so they are open-loop already.")
+        return OpenLoop(load_agent(inner))
+    return make_baseline(spec) if spec in BASELINES else load_agent(spec)
+
+
 def run_eval(args: argparse.Namespace) -> str:
     """Evaluate every ``--agent`` and return the Markdown table."""
-    from .baselines import BASELINES, make_baseline
+    from .baselines import BASELINES
     from .evaluate import eval_queries, evaluate, markdown_table
-    from .train import load_agent, make_envs
+    from .train import make_envs
 
     queries = eval_queries(args.queries, args.n, args.seed)
     env_kwargs: dict[str, Any] = dict(
@@ -109,7 +131,7 @@ def run_eval(args: argparse.Namespace) -> str:
     envs = make_envs(args.env_id, min(args.num_envs, args.n), **env_kwargs)
     results = {}
     for spec in args.agent:
-        policy = make_baseline(spec) if spec in BASELINES else load_agent(spec)
+        policy = load_policy(spec)
         label = spec + (" (one-shot)" if args.one_shot and spec not in BASELINES else "")
         results[label] = evaluate(
             policy, envs, queries, seed=args.seed, one_shot=args.one_shot and spec not in BASELINES, greedy=args.greedy
@@ -154,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "quiet")}
             config = load_config(getattr(args, "config", None), overrides)
             result = train(config, progress=not getattr(args, "quiet", False))
-            print(f"trained agent: {result['agent']}")
-            print(f"TensorBoard:   tensorboard --logdir {result['tensorboard']}")
+            from accelerate import PartialState
+
+            if PartialState().is_main_process:  # under `accelerate launch`, one report
+                print(f"trained agent: {result['agent']}")
+                print(f"TensorBoard:   tensorboard --logdir {result['tensorboard']}")
         elif args.command == "bench":
             from .bench import run_bench
 

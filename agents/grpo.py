@@ -78,10 +78,16 @@ def grpo_update(
     settings: GRPOSettings,
     generator: np.random.Generator,
     backward: Any = None,
+    clip_grad_norm: Any = None,
 ) -> dict[str, float]:
     """One GRPO update on a batch of annotated episodes (reference log-probs filled), in groups of
-    ``settings.group_size`` consecutive episodes of the same query."""
+    ``settings.group_size`` consecutive episodes of the same query.
+
+    ``backward`` and ``clip_grad_norm`` default to torch's; the trainer passes accelerate's (loss scaling,
+    gradients averaged over processes).
+    """
     backward = backward or (lambda loss: loss.backward())
+    clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
     rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
     advantages = group_advantages(rewards, settings.group_size, settings.eps)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "policy_loss", "kl", "approx_kl", "clipfrac")}
@@ -102,7 +108,7 @@ def grpo_update(
             )
             optimizer.zero_grad()
             backward(losses["loss"])
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            clip_grad_norm(params, settings.max_grad_norm)
             optimizer.step()
             for key in stats:
                 stats[key].append(float(losses[key].detach()))

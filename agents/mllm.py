@@ -209,6 +209,11 @@ class MLLMAgent:
         )
         self.value_head: nn.Linear | None = None
         self.has_lora = False
+        #: Whether the training forward pass recomputes activations (:meth:`enable_gradient_checkpointing`).
+        self.gradient_checkpointing = False
+        # The modules the training forward pass runs through (set by :meth:`distribute`; None: the agent's own).
+        self._train_model: nn.Module | None = None
+        self._train_value_head: nn.Module | None = None
         #: The base model's folder or id, written into agent.json when a LoRA agent is saved.
         self.base = self.name
 
@@ -333,6 +338,39 @@ class MLLMAgent:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
         return self.value_head
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the language model's activations in the backward pass instead of keeping them: less memory
+        in a training step for about one more forward pass of compute. Works with LoRA (call it before or after
+        :meth:`add_lora`); log-probs and gradients are unchanged (a test checks it).
+
+        Uses transformers' ``gradient_checkpointing_enable`` with ``use_reentrant=False`` and
+        ``enable_input_require_grads`` (the embeddings are frozen under LoRA, so without it the checkpointed
+        layers would see inputs that need no gradient).
+        """
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        if not getattr(self.model, "supports_gradient_checkpointing", False):
+            raise AgentError(f"{self.name}: {type(self.model).__name__} does not support gradient checkpointing.")
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.enable_input_require_grads()
+        self._checkpointed = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.gradient_checkpointing = True
+
+    def _arm_checkpointing(self) -> None:
+        # transformers checkpoints a layer only when the layer is in training mode; the agent stays in eval mode
+        # (no dropout, so sampling and scoring compute the same log-probs), so only the checkpointed layers' own
+        # flag is set, not their children's. Re-armed before every training forward, in case of a later eval().
+        for layer in self._checkpointed:
+            layer.training = True
+
+    def distribute(self, wrap: Any) -> None:
+        """Run the training forward pass (:meth:`score` with gradients) through ``wrap(module)`` of the model
+        and of the value head, e.g. ``accelerate.Accelerator.prepare``, which wraps them in
+        ``DistributedDataParallel`` so that gradients are averaged over processes. Generation, the reference
+        pass and saving keep using the unwrapped modules (the wrappers share their parameters)."""
+        self._train_model = wrap(self.model)
+        self._train_value_head = wrap(self.value_head) if self.value_head is not None else None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters an RL update changes: the LoRA adapter's and the value head's."""
@@ -493,12 +531,20 @@ class MLLMAgent:
         inputs = self._model_inputs(sequences, self._image_inputs([t.image for t in turns]))
         longest = max(len(t.response_ids) for t in turns)
         disable = self.model.disable_adapter() if reference and self.has_lora else contextlib.nullcontext()
+        training = torch.is_grad_enabled() and not reference
+        model = self._train_model if training and self._train_model is not None else self.model
+        head = self._train_value_head if training and self._train_value_head is not None else self.value_head
+        if training and self.gradient_checkpointing:
+            self._arm_checkpointing()
         with disable:
-            out = self.model(**inputs, use_cache=False, output_hidden_states=values, logits_to_keep=longest + 1)
+            out = model(**inputs, use_cache=False, output_hidden_states=values, logits_to_keep=longest + 1)
         # The sequences are left-padded, so they all end at the last position; logits_to_keep kept the last
         # (longest + 1) positions, and the logits at position p predict the token at p + 1.
         logits = self._mask(out.logits[:, :-1].float() / self.temperature)
-        hidden = out.hidden_states[-1][:, -(longest + 1) : -1].float() if values else None
+        if values:
+            self.value_head.to(out.hidden_states[-1].device)
+            # One call over the batch: a DistributedDataParallel head must run once per backward.
+            all_values = head(out.hidden_states[-1][:, -(longest + 1) : -1].float()).squeeze(-1)
         result = Scores([], [] if values else None, [] if entropy else None)
         for i, turn in enumerate(turns):
             n = len(turn.response_ids)
@@ -506,7 +552,7 @@ class MLLMAgent:
             tokens = turn.response_ids.to(all_logprobs.device)
             result.logprobs.append(all_logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
             if values:
-                result.values.append(self.value_head.to(hidden.device)(hidden[i, longest - n :]).squeeze(-1))
+                result.values.append(all_values[i, longest - n :])
             if entropy:
                 finite = torch.nan_to_num(all_logprobs, neginf=0.0)  # masked tokens: 0 * -inf would be nan
                 result.entropy.append(-(all_logprobs.exp() * finite).sum(-1))

@@ -91,9 +91,15 @@ def ppo_update(
     settings: PPOSettings,
     generator: np.random.Generator,
     backward: Any = None,
+    clip_grad_norm: Any = None,
 ) -> dict[str, float]:
-    """One PPO update on a batch of annotated episodes (reference log-probs and values filled)."""
+    """One PPO update on a batch of annotated episodes (reference log-probs and values filled).
+
+    ``backward`` and ``clip_grad_norm`` default to torch's; the trainer passes accelerate's. Advantages are
+    whitened over ``episodes`` (in a multi-process run: over each process's share).
+    """
     backward = backward or (lambda loss: loss.backward())
+    clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
     old_logprobs, old_values, advantages, returns = [], [], [], []
     for episode in episodes:
         logprobs, ref, values = episode.tokens("logprobs"), episode.tokens("ref_logprobs"), episode.tokens("values")
@@ -129,7 +135,7 @@ def ppo_update(
             loss = losses["policy_loss"] + settings.vf_coef * losses["value_loss"] - settings.ent_coef * entropy
             optimizer.zero_grad()
             backward(loss)
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            clip_grad_norm(params, settings.max_grad_norm)
             optimizer.step()
             for key in ("policy_loss", "value_loss", "approx_kl", "clipfrac"):
                 stats[key].append(float(losses[key].detach()))

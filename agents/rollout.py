@@ -56,20 +56,32 @@ def collect(
 
     ``policy`` is an :class:`~agents.mllm.MLLMAgent` (its turns are recorded) or anything with
     ``act(observations) -> list[str]`` (a baseline). ``one_shot``: the policy acts at the first refinement
-    point only and its prompt is held for the rest of the episode (the feed-forward setting).
+    point only and its prompt is held for the rest of the episode (the feed-forward setting). A policy with
+    ``plan(observations, info, ...)`` (:class:`~agents.openloop.OpenLoop`) writes all prompts at reset and the
+    env is stepped with them (open-loop inference); its turns are recorded too.
     """
     n = envs.num_envs
     if len(queries) != n or len(seeds) != n:
         raise ValueError(f"collect() needs one query and one seed per sub-env ({n}); got {len(queries)}, {len(seeds)}.")
     episodes = [Episode(query=str(q), seed=int(s)) for q, s in zip(queries, seeds, strict=True)]
-    obs, _ = envs.reset(seed=[int(s) for s in seeds], options={"query": list(queries)})
+    obs, info = envs.reset(seed=[int(s) for s in seeds], options={"query": list(queries)})
     records = hasattr(policy, "generate")
+    # Open-loop policies (agents.openloop.OpenLoop) write every prompt of the episode now, before sampling.
+    plan = (
+        policy.plan(obs, info, num_inference_steps=getattr(envs, "num_inference_steps", None), greedy=greedy)
+        if hasattr(policy, "plan")
+        else None
+    )
     turn = 0
     while True:
         for episode, preview in zip(episodes, obs["preview"], strict=True):
             episode.previews.append(np.asarray(preview))
         if one_shot and turn > 0:
             actions = [str(p) for p in obs["prompt"]]
+        elif plan is not None:
+            for episode, planned in zip(episodes, plan, strict=True):
+                episode.turns.append(planned[turn])
+            actions = [planned[turn].prompt for planned in plan]
         elif records:
             turns = policy.generate(obs, greedy=greedy)
             for episode, t in zip(episodes, turns, strict=True):

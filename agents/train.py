@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from .ppo import PPOSettings, ppo_update
 from .rollout import Episode, annotate, collect
 
 __all__ = ["CheckpointError", "ConfigError", "TrainConfig", "load_agent", "load_checkpoint", "make_envs", "train"]
+
+
+#: The dtypes the diffusion model can run in (``TrainConfig.diffusion_dtype``).
+_DIFFUSION_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -91,7 +96,12 @@ class TrainConfig:
     log_images_every: int = _f(10, "log a preview strip and the final image every N updates (0: never)")
     resume: str | None = _f(None, "continue from a run folder (its latest checkpoint) or a checkpoint folder")
     device: str = _f("auto", "auto, cpu, cuda, ... (through accelerate)")
-    mixed_precision: str = _f("no", "no, fp16 or bf16 (through accelerate)")
+    mixed_precision: str = _f("no", "no, fp16 or bf16: autocast of the policy (through accelerate); fp16 needs a GPU")
+    gradient_checkpointing: bool = _f(
+        False, "recompute the policy's activations in the backward pass (less memory, about 1 more forward)"
+    )
+    diffusion_device: str = _f("auto", "where the diffusion model runs: auto (the policy's device), cpu, cuda:1, ...")
+    diffusion_dtype: str = _f("float32", "dtype of the diffusion model: float32, bfloat16 or float16")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming every setting out of range."""
@@ -148,6 +158,16 @@ class TrainConfig:
                 problems.append(f"heldout_rewards has unknown names {unknown} (registered: {reward_names()})")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             problems.append(f"mixed_precision={self.mixed_precision!r} (expected no, fp16 or bf16)")
+        elif self.mixed_precision == "fp16" and self.device == "cpu":
+            problems.append("mixed_precision='fp16' with device='cpu' (fp16 autocast needs a GPU; use bf16 on CPU)")
+        if self.diffusion_dtype not in _DIFFUSION_DTYPES:
+            expected = ", ".join(_DIFFUSION_DTYPES)
+            problems.append(f"diffusion_dtype={self.diffusion_dtype!r} (expected one of {expected})")
+        if self.diffusion_device != "auto":
+            try:
+                torch.device(self.diffusion_device)
+            except RuntimeError:
+                problems.append(f"diffusion_device={self.diffusion_device!r} (expected auto, cpu, cuda, cuda:1, ...)")
         if problems:
             raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
 
@@ -197,10 +217,38 @@ def _checkpoint_dir(out: Path, update: int) -> Path:
     return out / "checkpoints" / f"update_{update:06d}"
 
 
+def _rng_key(name: str, process: int) -> str:
+    """Process 0's RNG states are stored as ``torch`` / ``cuda`` (the single-process names), process p's as
+    ``torch_process_p`` / ``cuda_process_p``."""
+    return name if process == 0 else f"{name}_process_{process}"
+
+
+def rng_states(accelerator: Any = None) -> dict[str, torch.Tensor]:
+    """The sampling RNG states of this process (torch's, and the current CUDA device's when it has one), or, with
+    a multi-process ``accelerator``, of every process (gathered; every process must call it)."""
+    local = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        local["cuda"] = torch.cuda.get_rng_state()
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    states = {}
+    for name, state in local.items():
+        gathered = accelerator.gather(state.to(accelerator.device)[None]).cpu()
+        states.update({_rng_key(name, p): gathered[p] for p in range(accelerator.num_processes)})
+    return states
+
+
 def save_checkpoint(
-    out: Path, update: int, agent: MLLMAgent, optimizer: torch.optim.Optimizer, config: TrainConfig
+    out: Path,
+    update: int,
+    agent: MLLMAgent,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    rng: dict[str, torch.Tensor] | None = None,
+    num_processes: int = 1,
 ) -> Path:
-    """Write the adapter, value head, optimizer and RNG state after ``update`` updates, atomically."""
+    """Write the adapter, value head, optimizer and RNG states (``rng``, default: this process's) after
+    ``update`` updates, atomically."""
     from safetensors.torch import save_file
 
     target = _checkpoint_dir(out, update)
@@ -209,10 +257,11 @@ def save_checkpoint(
         if agent.value_head is not None:
             save_file(agent.value_head.state_dict(), str(folder / "value_head.safetensors"))
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
-        (folder / "state.json").write_text(
-            json.dumps({"update": update, "config": dataclasses.asdict(config)}, indent=2)
-        )
+        save_file(rng if rng is not None else rng_states(), str(folder / "rng.safetensors"))
+        state = {"update": update, "config": dataclasses.asdict(config)}
+        if num_processes > 1:
+            state["num_processes"] = num_processes
+        (folder / "state.json").write_text(json.dumps(state, indent=2))
     atomic_write_text(out / "checkpoints" / "latest", target.name + "\n")
     kept = sorted((out / "checkpoints").glob("update_*"))
     for old in kept[: -config.keep_checkpoints]:
@@ -236,8 +285,9 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.Optimizer) -> int:
-    """Restore adapter, value head, optimizer and RNG state; return the number of updates done."""
+def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.Optimizer, process: int = 0) -> int:
+    """Restore adapter, value head, optimizer and RNG state (process ``process``'s in a multi-process run);
+    return the number of updates done."""
     from peft import set_peft_model_state_dict
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -250,7 +300,18 @@ def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.O
         if agent.value_head is not None:
             agent.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
+        rng = load_file(str(folder / "rng.safetensors"))
+        if _rng_key("torch", process) in rng:
+            torch.set_rng_state(rng[_rng_key("torch", process)])
+            if _rng_key("cuda", process) in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng[_rng_key("cuda", process)])
+        else:
+            warnings.warn(
+                f"Checkpoint {folder} was written by {state.get('num_processes', 1)} process(es) and has no sampling "
+                f"RNG state for process {process}; it continues from a fresh seed, so the run is not an exact "
+                "continuation.",
+                stacklevel=2,
+            )
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         raise CheckpointError(f"Checkpoint {folder} is incomplete or unreadable: {error}") from error
     return int(state["update"])
@@ -282,9 +343,84 @@ def _config_markdown(config: TrainConfig) -> str:
 # The loop
 
 
+def _accelerator(config: TrainConfig) -> Any:
+    """accelerate's Accelerator for this run. Its state is one per process: a second run in the same process with
+    another precision (a notebook, a test suite) starts a fresh single-process state instead of failing."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    settings = dict(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    try:
+        return Accelerator(**settings)
+    except ValueError as error:
+        if "already been initialized" not in str(error):
+            raise
+        if PartialState().num_processes > 1:
+            raise ConfigError(
+                f"mixed_precision={config.mixed_precision!r} differs from the launcher's setting ({error}); give the "
+                "same value to `accelerate launch --mixed_precision` and to the run's config."
+            ) from error
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**settings)
+
+
+def _placement(config: TrainConfig, accelerator: Any) -> tuple[int, Any, torch.dtype]:
+    """This process's episodes per update, and the diffusion model's device and dtype; :class:`ConfigError` for
+    settings the processes or devices cannot serve."""
+    processes = accelerator.num_processes
+    problems = []
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # accelerate would silently run fp16 "mixed precision" on CPU in float32.
+        problems.append("mixed_precision='fp16' on CPU (fp16 autocast needs a GPU; use bf16 or no)")
+    if config.queries_per_update % processes:
+        problems.append(
+            f"queries_per_update={config.queries_per_update} does not split over {processes} processes (each process "
+            "runs whole GRPO groups: use a multiple of the number of processes)"
+        )
+    local = config.num_envs // processes
+    if config.minibatches > max(local, 1):
+        problems.append(f"minibatches={config.minibatches} exceeds the {local} episodes per process and update")
+    device = accelerator.device if config.diffusion_device == "auto" else torch.device(config.diffusion_device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        problems.append(f"diffusion_device={config.diffusion_device!r} but CUDA is not available")
+    if problems:
+        raise ConfigError("Invalid training config: " + "; ".join(problems) + ".")
+    return local, device, getattr(torch, config.diffusion_dtype)
+
+
+def _shard(items: list[Any], accelerator: Any) -> list[Any]:
+    """This process's consecutive share of an update's episodes (whole GRPO groups, since groups are consecutive
+    and the share is a multiple of the group size)."""
+    size = len(items) // accelerator.num_processes
+    return items[accelerator.process_index * size : (accelerator.process_index + 1) * size]
+
+
+def _global_metrics(metrics: dict[str, float], rewards: np.ndarray, accelerator: Any) -> dict[str, float]:
+    """Metrics over all processes: rewards gathered, rates summed, everything else averaged (every process runs
+    the same number of episodes, so the mean of the processes' means is the mean over all episodes)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    names = sorted(metrics)
+    local = torch.tensor([metrics[name] for name in names], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum").cpu()
+    merged = {name: float(value) / accelerator.num_processes for name, value in zip(names, total, strict=True)}
+    for name in ("charts/episodes_per_second", "charts/tokens_per_second"):
+        if name in merged:
+            merged[name] *= accelerator.num_processes
+    everyone = accelerator.gather(torch.as_tensor(rewards, dtype=torch.float64, device=accelerator.device)).cpu()
+    merged["charts/episodic_return"] = merged["objective/scores"] = float(everyone.mean())
+    return merged
+
+
 def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the last update's metrics and the run's paths."""
-    from accelerate import Accelerator
+    """Run (or resume) a training run; returns the last update's metrics (``metrics``), the run's paths
+    (``agent``: the saved agent's folder, ``tensorboard``, ``out``) and the trained agent object (``policy``).
+
+    Under ``accelerate launch --num_processes N`` every process runs its own envs on its share of each
+    update's episodes (update ``u``'s queries and seeds are drawn as in a single process, then split by
+    process index, whole GRPO groups per process), gradients are averaged over processes, metrics are gathered,
+    and the main process alone writes TensorBoard, checkpoints and the final agent.
+    """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -292,54 +428,73 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     config.validate()
     out = Path(config.out)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
+    accelerator = _accelerator(config)
+    local, diffusion_device, diffusion_dtype = _placement(config, accelerator)
+    main = accelerator.is_main_process
     torch.manual_seed(config.seed)
     overrides = {} if config.temperature is None else {"temperature": config.temperature}
     agent = load_agent(config.agent, trainable=True, **overrides)
+    if config.gradient_checkpointing:
+        agent.enable_gradient_checkpointing()
     agent.add_lora(r=config.lora_r, alpha=config.lora_alpha)
     if config.algo == "ppo":
         agent.add_value_head()
     agent.model.to(accelerator.device)
     if agent.value_head is not None:
         agent.value_head.to(accelerator.device)
+    # The training forward runs through accelerate's wrappers (DistributedDataParallel with several processes).
+    agent.distribute(accelerator.prepare)
     optimizer = accelerator.prepare(torch.optim.AdamW(agent.trainable_parameters(), lr=config.lr))
-    start = load_checkpoint(config.resume, agent, optimizer) if config.resume else 0
+    if accelerator.num_processes > 1:
+        # The same initial weights everywhere (seeded above), but each process samples its own answers.
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, accelerator.process_index]).generate_state(1)[0]))
+    start = load_checkpoint(config.resume, agent, optimizer, accelerator.process_index) if config.resume else 0
     if start >= config.updates:
         raise ConfigError(
             f"The checkpoint at {config.resume} already has {start} updates (config.updates={config.updates})."
         )
 
     source = make_prompt_source(config.queries)
-    # The diffusion model runs where the policy does (accelerate's device).
-    envs = make_envs(config.env_id, config.num_envs, **config.env_kwargs(device=accelerator.device))
+    env_kwargs = config.env_kwargs(device=diffusion_device)
+    if diffusion_dtype != torch.float32:
+        env_kwargs["torch_dtype"] = diffusion_dtype
+    envs = make_envs(config.env_id, local, **env_kwargs)
     # The algorithm's settings are the config's fields of the same names.
     settings_class, update_fn = (GRPOSettings, grpo_update) if config.algo == "grpo" else (PPOSettings, ppo_update)
     shared = {f.name for f in dataclasses.fields(settings_class)} & {f.name for f in dataclasses.fields(config)}
     settings = settings_class(**{name: getattr(config, name) for name in shared})
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=start * config.num_envs if start else None)
-    if start == 0:
-        writer.add_text("config", _config_markdown(config))
+    writer = None
+    if main:  # one TensorBoard writer and one checkpoint writer: the main process
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start * config.num_envs if start else None)
+        if start == 0:
+            writer.add_text("config", _config_markdown(config))
     metrics: dict[str, float] = {}
     if config.heldout_rewards:  # over-optimisation diagnostics (agents.diagnostics)
         from .diagnostics import agent_text_embedder, episode_diagnostics, make_heldout_rewards
 
         heldout, embed = make_heldout_rewards(config.heldout_rewards), agent_text_embedder(agent)
-    bar = tqdm(range(start, config.updates), initial=start, total=config.updates, disable=not progress, desc="updates")
+    bar = tqdm(
+        range(start, config.updates), initial=start, total=config.updates, disable=not (progress and main),
+        desc="updates",
+    )  # fmt: skip
     for update in bar:
         rng = np.random.default_rng([config.seed, update])
         distinct = [source(rng) for _ in range(config.queries_per_update)]
-        queries = [q for q in distinct for _ in range(config.group_size)]
-        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=config.num_envs)]
+        queries = _shard([q for q in distinct for _ in range(config.group_size)], accelerator)
+        seeds = _shard([int(s) for s in rng.integers(0, 2**31 - 1, size=config.num_envs)], accelerator)
 
         t0 = time.perf_counter()
         with accelerator.autocast():
             episodes = collect(agent, envs, queries, seeds, one_shot=config.one_shot)
             t1 = time.perf_counter()
             annotate(agent, episodes, values=config.algo == "ppo")
-            metrics = update_fn(agent, episodes, optimizer, settings, rng, backward=accelerator.backward)
+            metrics = update_fn(
+                agent, episodes, optimizer, settings, rng,
+                backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
+            )  # fmt: skip
         t2 = time.perf_counter()
 
         rewards = np.array([e.reward for e in episodes])
@@ -364,19 +519,32 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
             metrics[f"rewards/{name}"] = float(np.mean([e.components.get(name, np.nan) for e in episodes]))
         if config.heldout_rewards:
             metrics.update(episode_diagnostics(episodes, heldout, embed))
-        step = (update + 1) * config.num_envs  # episodes seen
-        for name, value in metrics.items():
-            if math.isfinite(value):
-                writer.add_scalar(name, value, step)
-        if config.log_images_every and (update + 1) % config.log_images_every == 0:
-            writer.add_image("episode/previews_and_image", strip(episodes[0]), step, dataformats="HWC")
-            prompts = "\n".join(f"{i}. {p}" for i, p in enumerate(episodes[0].prompts))
-            writer.add_text("episode/prompts", f"query: {episodes[0].query}\n\n{prompts}", step)
-        bar.set_postfix(ret=f"{rewards.mean():.3f}", kl=f"{metrics['objective/kl']:.3f}")
+        metrics = _global_metrics(metrics, rewards, accelerator)
+        step = (update + 1) * config.num_envs  # episodes seen (all processes)
+        if writer is not None:
+            for name, value in metrics.items():
+                if math.isfinite(value):
+                    writer.add_scalar(name, value, step)
+            if config.log_images_every and (update + 1) % config.log_images_every == 0:
+                writer.add_image("episode/previews_and_image", strip(episodes[0]), step, dataformats="HWC")
+                prompts = "\n".join(f"{i}. {p}" for i, p in enumerate(episodes[0].prompts))
+                writer.add_text("episode/prompts", f"query: {episodes[0].query}\n\n{prompts}", step)
+        bar.set_postfix(ret=f"{metrics['charts/episodic_return']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
         if (update + 1) % config.checkpoint_every == 0 or update + 1 == config.updates:
-            save_checkpoint(out, update + 1, agent, optimizer, config)
-    writer.close()
+            states = rng_states(accelerator)  # every process takes part in the gather
+            if main:
+                save_checkpoint(out, update + 1, agent, optimizer, config, states, accelerator.num_processes)
+            accelerator.wait_for_everyone()  # nobody runs ahead of (or reads) a checkpoint being written
     envs.close()
-    with atomic_folder(out / "agent") as folder:
-        agent.save_pretrained(folder)
-    return {"metrics": metrics, "agent": out / "agent", "tensorboard": out / "tensorboard", "out": out}
+    if main:
+        writer.close()
+        with atomic_folder(out / "agent") as folder:
+            agent.save_pretrained(folder)
+    accelerator.wait_for_everyone()
+    return {
+        "metrics": metrics,
+        "agent": out / "agent",
+        "tensorboard": out / "tensorboard",
+        "out": out,
+        "policy": agent,
+    }

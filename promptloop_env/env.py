@@ -41,13 +41,31 @@ def _is_toy(pipeline: Any) -> bool:
     return pipeline is None or (isinstance(pipeline, str) and pipeline in TOY_PIPELINES)
 
 
+def _as_dtype(torch_dtype: Any) -> torch.dtype | None:
+    if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    dtype = getattr(torch, str(torch_dtype), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"Unknown torch_dtype {torch_dtype!r}; expected a torch.dtype or a name such as 'bfloat16'.")
+    return dtype
+
+
 def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
-    if pipeline is None:
-        pipeline = default_pipeline()
-    elif _is_toy(pipeline):
+    torch_dtype = _as_dtype(torch_dtype)
+    if _is_toy(pipeline):
         from .toy.model import TOY_PIPELINES, load_toy_pipeline
 
-        pipeline = load_toy_pipeline(TOY_PIPELINES[pipeline])
+        folder = TOY_PIPELINES[pipeline or "toy"]
+        pipeline = load_toy_pipeline(folder)
+        if torch_dtype is not None and pipeline.dtype != torch_dtype:
+            # A shipped model is shared by every env of the process: convert a private copy, never the shared one.
+            pipeline = load_toy_pipeline(folder, cache=False).to(dtype=torch_dtype)
+    elif not isinstance(pipeline, (str, os.PathLike)) and torch_dtype is not None and pipeline.dtype != torch_dtype:
+        raise ValueError(
+            f"torch_dtype={torch_dtype} does not match the pipeline object's dtype {pipeline.dtype}: torch_dtype "
+            "applies to a pipeline loaded by name; convert the object yourself (pipeline.to(dtype)) or pass its "
+            "folder or id."
+        )
     elif isinstance(pipeline, (str, os.PathLike)):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -309,7 +327,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
       a text file (one per line) or a callable ``rng -> str`` (default: ``"toy-train"`` on the toy model).
     * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
       (every preview of the episode and the final image), frames at the image size.
-    * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded.
+    * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name (or the default model)
+      is loaded; `torch_dtype` is a ``torch.dtype`` or its name (``"bfloat16"``).
     * `profile`: synchronise the device around timed parts (``env.unwrapped.engine.timings``).
 
     ``info`` always has `query`, `step` (denoising steps done), `refinement` (actions taken) and
