@@ -6,13 +6,18 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .base import Backend, Trajectory
+from .base import Backend, Trajectory, check_devices
+from .flow import FluxBackend, StableDiffusion3Backend
+from .sdxl import StableDiffusionXLBackend
 from .stable_diffusion import StableDiffusionBackend
 
 __all__ = [
     "Backend",
+    "FluxBackend",
     "ModelNotAvailableError",
+    "StableDiffusion3Backend",
     "StableDiffusionBackend",
+    "StableDiffusionXLBackend",
     "Trajectory",
     "load_pipeline",
     "make_backend",
@@ -30,9 +35,31 @@ def _sd_classes() -> tuple[type, ...]:
     return (StableDiffusionPipeline,)
 
 
-# (name shown to users, the classes it accepts, the backend factory); later families append here.
+def _sdxl_classes() -> tuple[type, ...]:
+    from diffusers import StableDiffusionXLPipeline
+
+    return (StableDiffusionXLPipeline,)
+
+
+def _sd3_classes() -> tuple[type, ...]:
+    from diffusers import StableDiffusion3Pipeline
+
+    return (StableDiffusion3Pipeline,)
+
+
+def _flux_classes() -> tuple[type, ...]:
+    from diffusers import FluxPipeline
+
+    return (FluxPipeline,)
+
+
+# (name shown to users, the classes it accepts, the backend factory). A pipeline is matched by isinstance, so a
+# subclass of a listed pipeline gets its family's backend.
 _FAMILIES: list[tuple[str, Callable[[], tuple[type, ...]], Callable[..., Any]]] = [
     ("StableDiffusionPipeline (Stable Diffusion 1.x / 2.x)", _sd_classes, StableDiffusionBackend),
+    ("StableDiffusionXLPipeline (SDXL, SDXL-turbo)", _sdxl_classes, StableDiffusionXLBackend),
+    ("StableDiffusion3Pipeline (SD3, SD3.5)", _sd3_classes, StableDiffusion3Backend),
+    ("FluxPipeline (FLUX.1-dev, FLUX.1-schnell)", _flux_classes, FluxBackend),
 ]
 
 
@@ -42,9 +69,19 @@ def supported_pipelines() -> list[str]:
 
 
 def make_backend(pipeline: Any, **sampling: Any) -> Backend:
-    """The backend for ``pipeline``'s class, configured with ``sampling`` (steps, guidance, size, ...)."""
+    """The backend for ``pipeline``'s class, configured with ``sampling`` (steps, guidance, size, ...).
+
+    ``guidance_scale=None`` (or absent) leaves each family its pipeline's default.
+
+    Raises:
+        TypeError: for a pipeline class without a backend, listing the supported ones.
+        ValueError: when the pipeline's components are on different devices.
+    """
+    if sampling.get("guidance_scale", 0) is None:
+        sampling = {k: v for k, v in sampling.items() if k != "guidance_scale"}
     for _, classes, factory in _FAMILIES:
         if isinstance(pipeline, classes()):
+            check_devices(pipeline)
             return factory(pipeline, **sampling)
     raise TypeError(
         f"No PromptLoop backend for pipeline class {type(pipeline).__name__}. "
