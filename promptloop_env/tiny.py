@@ -342,7 +342,7 @@ def tiny_stable_diffusion_xl(seed: int = 0, turbo: bool = False):
             norm_num_groups=32,
         ).eval()
         vae = _vae(4, scaling_factor=0.13025, force_upcast=True)
-    _loud_text(unet, ("attn2.to_v", "attn2.to_out"))
+    _loud_text(unet, ("attn2.to_v", "attn2.to_out"), 16.0)
     if turbo:
         scheduler = EulerAncestralDiscreteScheduler(**dict(_SD15_SCHEDULER, timestep_spacing="trailing"))
     else:

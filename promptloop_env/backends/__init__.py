@@ -89,6 +89,30 @@ def make_backend(pipeline: Any, **sampling: Any) -> Backend:
     )
 
 
+def _load_options(spec: str, local_files_only: bool) -> dict[str, Any]:
+    """``from_pretrained`` options for the pipeline class named in ``spec``'s ``model_index.json``: safetensors
+    only; no safety checker for pipelines that take one; ``None`` for a component the folder does not have
+    (``save_pretrained`` leaves out ``None`` components such as SD3's optional T5, and diffusers then needs
+    them named)."""
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    options: dict[str, Any] = {"use_safetensors": True}
+    config = DiffusionPipeline.load_config(spec, local_files_only=local_files_only)
+    cls = getattr(diffusers, str(config.get("_class_name")), None)
+    if cls is None:
+        return options
+    expected, _ = cls._get_signature_keys(cls)
+    if "safety_checker" in expected:
+        options.update(safety_checker=None, requires_safety_checker=False)
+    optional = set(getattr(cls, "_optional_components", []))
+    for name in expected:
+        saved = config.get(name)
+        if name not in optional and (saved is None or (isinstance(saved, list) and saved[0] is None)):
+            options[name] = None
+    return options
+
+
 def load_pipeline(
     spec: str | os.PathLike,
     *,
@@ -100,7 +124,8 @@ def load_pipeline(
     """Load a diffusers pipeline from a local folder or a model id in the Hugging Face cache.
 
     Weights load from safetensors only (``use_safetensors=True``); the safety checker is not loaded (the
-    environment never calls it). ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
+    environment never calls it); a component the folder lacks (SD3 saved without its T5) loads as ``None``.
+    ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
 
     Raises:
         ModelNotAvailableError: naming the folder or id and how to make it available.
@@ -110,12 +135,12 @@ def load_pipeline(
     spec = os.fspath(spec)
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    options: dict[str, Any] = dict(use_safetensors=True, safety_checker=None, requires_safety_checker=False)
-    options.update(kwargs)
-    if torch_dtype is not None:
-        options["torch_dtype"] = torch_dtype
     is_folder = os.path.isdir(spec)
     try:
+        options = _load_options(spec, local_files_only or is_folder)
+        options.update(kwargs)
+        if torch_dtype is not None:
+            options["torch_dtype"] = torch_dtype
         pipeline = DiffusionPipeline.from_pretrained(spec, local_files_only=local_files_only or is_folder, **options)
     except (OSError, ValueError) as err:
         if is_folder:
