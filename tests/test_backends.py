@@ -269,11 +269,13 @@ def test_env_torch_dtype_converts_a_float32_pipeline(name):
     assert info["image"].shape == (32, 32, 3)
 
 
-def test_mixed_component_dtypes_are_cast_at_the_boundaries():
-    """float32 text encoders and VAE around a bfloat16 transformer (a common memory-saving layout) run, and
-    match the all-bfloat16 denoiser closely."""
-    pipe = tiny_stable_diffusion_3()
-    pipe.transformer.to(torch.bfloat16)
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_mixed_component_dtypes_are_cast_at_the_boundaries(family):
+    """float32 text encoders and VAE around a bfloat16 denoiser (a common memory-saving layout) run."""
+    from promptloop_env.tiny import tiny_stable_diffusion
+
+    pipe = tiny_stable_diffusion() if family == "sd" else tiny_stable_diffusion_3()
+    (pipe.unet if family == "sd" else pipe.transformer).to(torch.bfloat16)
     env = _env(pipe, guidance_scale=5.0, num_inference_steps=4, num_refinements=1)
     env.reset(seed=0, options={"query": QUERY})
     env.step(QUERY)

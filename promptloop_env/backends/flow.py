@@ -18,6 +18,7 @@ unpacked latents is the same arithmetic), and previews, the decode and the engin
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
@@ -256,6 +257,12 @@ class FluxBackend(_FlowBackend):
         super().__init__(pipeline, **sampling)
         self.true_cfg_scale = float(true_cfg_scale)
         self.do_true_cfg = self.true_cfg_scale > 1.0 and self.negative_prompt is not None
+        if self.negative_prompt is not None and not self.do_true_cfg:
+            warnings.warn(
+                "FLUX's guidance is distilled (no negative pass): negative_prompt has no effect unless "
+                "FluxBackend(true_cfg_scale > 1) is used, as in diffusers.",
+                stacklevel=2,
+            )
         h, w = self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
         self.image_ids = pipeline._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
         self.text_ids: torch.Tensor | None = None
