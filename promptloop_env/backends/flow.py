@@ -51,10 +51,11 @@ class _FlowBackend:
     ) -> None:
         self.pipeline = pipeline
         self.scheduler = scheduler if scheduler is not None else pipeline.scheduler
-        if not hasattr(self.scheduler, "sigmas"):
+        if "FlowMatch" not in type(self.scheduler).__name__:
             raise ValueError(
-                f"{type(pipeline).__name__} needs a flow-matching scheduler (with sigmas, e.g. "
-                f"FlowMatchEulerDiscreteScheduler); got {type(self.scheduler).__name__}."
+                f"{type(pipeline).__name__} needs a flow-matching scheduler (FlowMatchEulerDiscreteScheduler or "
+                f"another FlowMatch* scheduler); got {type(self.scheduler).__name__}. The env's scheduler= names "
+                "(ddim, euler, dpm++) are for Stable Diffusion and SDXL; leave it None for SD3 and FLUX."
             )
         self.transformer = pipeline.transformer
         self.vae = pipeline.vae
