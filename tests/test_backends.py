@@ -231,9 +231,12 @@ def test_backend_chosen_by_class_and_unsupported_lists_all():
     ],
 )
 def test_registered_ids_offline_without_the_model(env_id, model_id, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: the model is certainly not there
+    import huggingface_hub.constants
     import huggingface_hub.file_download as file_download
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # An empty cache, so that the model is certainly not there even on a machine that has it.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
 
     def no_network(*args, **kwargs):
         raise AssertionError("a download was attempted")
