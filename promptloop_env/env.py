@@ -46,33 +46,41 @@ def _as_dtype(torch_dtype: Any) -> torch.dtype | None:
         return torch_dtype
     dtype = getattr(torch, str(torch_dtype), None)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"Unknown torch_dtype {torch_dtype!r}; expected a torch.dtype or a name such as 'bfloat16'.")
+        raise TypeError(
+            "torch_dtype must be a torch.dtype (e.g. torch.float16) or the name of one ('bfloat16'); "
+            f"got {torch_dtype!r}."
+        )
     return dtype
 
 
 def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
+    """The pipeline object, loaded when named, on ``device`` in ``torch_dtype`` when either is given.
+
+    A pipeline object is moved in place by ``pipeline.to(device=..., dtype=...)`` (every component, so none is
+    left behind on another device or dtype); a shipped toy model is shared by every env of the process, so a
+    private copy of it is converted instead.
+    """
     torch_dtype = _as_dtype(torch_dtype)
-    if _is_toy(pipeline):
+    shared = getattr(pipeline, "_promptloop_shared_folder", None)
+    if _is_toy(pipeline) or shared is not None:
         from .toy.model import TOY_PIPELINES, load_toy_pipeline
 
-        folder = TOY_PIPELINES[pipeline or "toy"]
+        folder = shared or TOY_PIPELINES[pipeline or "toy"]
         pipeline = load_toy_pipeline(folder)
         if torch_dtype is not None and pipeline.dtype != torch_dtype:
-            # A shipped model is shared by every env of the process: convert a private copy, never the shared one.
-            pipeline = load_toy_pipeline(folder, cache=False).to(dtype=torch_dtype)
-    elif not isinstance(pipeline, (str, os.PathLike)) and torch_dtype is not None and pipeline.dtype != torch_dtype:
-        raise ValueError(
-            f"torch_dtype={torch_dtype} does not match the pipeline object's dtype {pipeline.dtype}: torch_dtype "
-            "applies to a pipeline loaded by name; convert the object yourself (pipeline.to(dtype)) or pass its "
-            "folder or id."
-        )
+            pipeline = load_toy_pipeline(folder, cache=False)  # never convert the instance other envs share
     elif isinstance(pipeline, (str, os.PathLike)):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         pipeline = load_pipeline(pipeline, torch_dtype=torch_dtype, device=device, local_files_only=local_files_only)
-        device = None
-    if device is not None:
-        pipeline = pipeline.to(device)
+        device = torch_dtype = None
+    elif not callable(getattr(pipeline, "to", None)) or not hasattr(pipeline, "components"):
+        raise TypeError(
+            "pipeline must be a diffusers pipeline object, a folder written by save_pretrained, a model id in the "
+            f"local Hugging Face cache, or None (the toy model); got {type(pipeline).__name__}."
+        )
+    if device is not None or torch_dtype is not None:
+        pipeline = pipeline.to(device=device, dtype=torch_dtype)
     return pipeline
 
 
@@ -131,7 +139,8 @@ class _Episodes:
         if guidance_scale is None:
             from .toy.model import TOY_GUIDANCE_SCALE
 
-            guidance_scale = TOY_GUIDANCE_SCALE if toy else 7.5
+            # None leaves each family its pipeline's default (SD 7.5, SDXL 5.0, SD3 7.0, FLUX 3.5).
+            guidance_scale = TOY_GUIDANCE_SCALE if toy else None
         sampling: dict[str, Any] = dict(
             num_inference_steps=self.num_inference_steps,
             guidance_scale=guidance_scale,
@@ -310,13 +319,17 @@ class PromptLoopEnv(_Episodes, gym.Env):
     ## Arguments
 
     * `pipeline`: a diffusers pipeline object, a folder written by ``save_pretrained``, or a model id in the
-      local Hugging Face cache. Default: the embedded toy world's model (a small Stable Diffusion trained on
-      the shapes domain, shipped in the package, 32 x 32 images), offline; ``"toy"`` names it and ``"toy-b"``
-      a second toy model of the same world (another seed, a narrower UNet: the toy world's unseen backbone).
+      local Hugging Face cache, of a supported family (Stable Diffusion 1.x/2.x, SDXL and SDXL-turbo,
+      SD3/3.5, FLUX; see ``docs/backends.md``). Default: the embedded toy world's model (a small Stable
+      Diffusion trained on the shapes domain, shipped in the package, 32 x 32 images), offline; ``"toy"`` names
+      it and ``"toy-b"`` a second toy model of the same world (another seed, a narrower UNet: the toy world's
+      unseen backbone).
     * `num_inference_steps` (20): T, denoiser calls per image. `num_refinements` (5): K, actions per episode.
     * `schedule` (``"uniform"``): ``"uniform"``, ``"random"`` or a list of K step indices.
-    * `guidance_scale`, `negative_prompt` (None): classifier-free guidance as in diffusers (default guidance:
-      7.5, and 3.0 on the toy model, whose images saturate and break up at higher guidance).
+    * `guidance_scale`, `negative_prompt` (None): classifier-free guidance as in diffusers (default: the
+      pipeline's own, 7.5 for Stable Diffusion, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance; 3.0 on the
+      toy model, whose images saturate and break up at higher guidance). ``<= 1`` turns guidance off (no
+      negative pass), as SDXL-turbo needs.
     * `height`, `width`: image size (default: the model's). `scheduler`: ``None`` (the pipeline's own),
       ``"ddim"``, ``"euler"`` or ``"dpm++"``.
     * `preview` (``"full"``): ``"full"`` (VAE decode), ``"linear"`` (fitted latent->RGB map, nearly free),
@@ -327,8 +340,9 @@ class PromptLoopEnv(_Episodes, gym.Env):
       a text file (one per line) or a callable ``rng -> str`` (default: ``"toy-train"`` on the toy model).
     * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
       (every preview of the episode and the final image), frames at the image size.
-    * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name (or the default model)
-      is loaded; `torch_dtype` is a ``torch.dtype`` or its name (``"bfloat16"``).
+    * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded; a pipeline
+      object is moved to `device` / converted to `torch_dtype` in place (all of its components; a shipped toy
+      model is copied first). `torch_dtype` is a ``torch.dtype`` or its name (``"bfloat16"``).
     * `profile`: synchronise the device around timed parts (``env.unwrapped.engine.timings``).
 
     ``info`` always has `query`, `step` (denoising steps done), `refinement` (actions taken) and

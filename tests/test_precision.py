@@ -130,8 +130,9 @@ def test_diffusion_dtype_reaches_the_env_without_touching_the_shared_model():
     assert small_envs(1).unwrapped.engine.backend.dtype == torch.float32  # the shared default model stays fp32
     from promptloop_env.toy.model import load_toy_pipeline
 
-    with pytest.raises(ValueError, match="torch_dtype=torch.float16 does not match"):
-        small_envs(1, pipeline=load_toy_pipeline(), torch_dtype="float16")
+    shared = load_toy_pipeline()
+    converted = small_envs(1, pipeline=shared, torch_dtype="bfloat16")  # the shared instance: a private copy
+    assert converted.unwrapped.engine.backend.dtype == torch.bfloat16 and shared.dtype == torch.float32
 
 
 def test_precision_settings_that_cannot_work_fail_before_any_work(tmp_path):

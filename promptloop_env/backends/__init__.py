@@ -6,13 +6,18 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .base import Backend, Trajectory
+from .base import Backend, Trajectory, check_devices
+from .flow import FluxBackend, StableDiffusion3Backend
+from .sdxl import StableDiffusionXLBackend
 from .stable_diffusion import StableDiffusionBackend
 
 __all__ = [
     "Backend",
+    "FluxBackend",
     "ModelNotAvailableError",
+    "StableDiffusion3Backend",
     "StableDiffusionBackend",
+    "StableDiffusionXLBackend",
     "Trajectory",
     "load_pipeline",
     "make_backend",
@@ -30,9 +35,31 @@ def _sd_classes() -> tuple[type, ...]:
     return (StableDiffusionPipeline,)
 
 
-# (name shown to users, the classes it accepts, the backend factory); later families append here.
+def _sdxl_classes() -> tuple[type, ...]:
+    from diffusers import StableDiffusionXLPipeline
+
+    return (StableDiffusionXLPipeline,)
+
+
+def _sd3_classes() -> tuple[type, ...]:
+    from diffusers import StableDiffusion3Pipeline
+
+    return (StableDiffusion3Pipeline,)
+
+
+def _flux_classes() -> tuple[type, ...]:
+    from diffusers import FluxPipeline
+
+    return (FluxPipeline,)
+
+
+# (name shown to users, the classes it accepts, the backend factory). A pipeline is matched by isinstance, so a
+# subclass of a listed pipeline gets its family's backend.
 _FAMILIES: list[tuple[str, Callable[[], tuple[type, ...]], Callable[..., Any]]] = [
     ("StableDiffusionPipeline (Stable Diffusion 1.x / 2.x)", _sd_classes, StableDiffusionBackend),
+    ("StableDiffusionXLPipeline (SDXL, SDXL-turbo)", _sdxl_classes, StableDiffusionXLBackend),
+    ("StableDiffusion3Pipeline (SD3, SD3.5)", _sd3_classes, StableDiffusion3Backend),
+    ("FluxPipeline (FLUX.1-dev, FLUX.1-schnell)", _flux_classes, FluxBackend),
 ]
 
 
@@ -42,14 +69,48 @@ def supported_pipelines() -> list[str]:
 
 
 def make_backend(pipeline: Any, **sampling: Any) -> Backend:
-    """The backend for ``pipeline``'s class, configured with ``sampling`` (steps, guidance, size, ...)."""
+    """The backend for ``pipeline``'s class, configured with ``sampling`` (steps, guidance, size, ...).
+
+    ``guidance_scale=None`` (or absent) leaves each family its pipeline's default.
+
+    Raises:
+        TypeError: for a pipeline class without a backend, listing the supported ones.
+        ValueError: when the pipeline's components are on different devices.
+    """
+    if sampling.get("guidance_scale", 0) is None:
+        sampling = {k: v for k, v in sampling.items() if k != "guidance_scale"}
     for _, classes, factory in _FAMILIES:
         if isinstance(pipeline, classes()):
+            check_devices(pipeline)
             return factory(pipeline, **sampling)
     raise TypeError(
         f"No PromptLoop backend for pipeline class {type(pipeline).__name__}. "
         f"Supported: {', '.join(supported_pipelines())}."
     )
+
+
+def _load_options(spec: str, local_files_only: bool) -> dict[str, Any]:
+    """``from_pretrained`` options for the pipeline class named in ``spec``'s ``model_index.json``: safetensors
+    only; no safety checker for pipelines that take one; ``None`` for a component the folder does not have
+    (``save_pretrained`` leaves out ``None`` components such as SD3's optional T5, and diffusers then needs
+    them named)."""
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    options: dict[str, Any] = {"use_safetensors": True}
+    config = DiffusionPipeline.load_config(spec, local_files_only=local_files_only)
+    cls = getattr(diffusers, str(config.get("_class_name")), None)
+    if cls is None:
+        return options
+    expected, _ = cls._get_signature_keys(cls)
+    if "safety_checker" in expected:
+        options.update(safety_checker=None, requires_safety_checker=False)
+    optional = set(getattr(cls, "_optional_components", []))
+    for name in expected:
+        saved = config.get(name)
+        if name not in optional and (saved is None or (isinstance(saved, list) and saved[0] is None)):
+            options[name] = None
+    return options
 
 
 def load_pipeline(
@@ -63,7 +124,8 @@ def load_pipeline(
     """Load a diffusers pipeline from a local folder or a model id in the Hugging Face cache.
 
     Weights load from safetensors only (``use_safetensors=True``); the safety checker is not loaded (the
-    environment never calls it). ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
+    environment never calls it); a component the folder lacks (SD3 saved without its T5) loads as ``None``.
+    ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
 
     Raises:
         ModelNotAvailableError: naming the folder or id and how to make it available.
@@ -73,12 +135,12 @@ def load_pipeline(
     spec = os.fspath(spec)
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    options: dict[str, Any] = dict(use_safetensors=True, safety_checker=None, requires_safety_checker=False)
-    options.update(kwargs)
-    if torch_dtype is not None:
-        options["torch_dtype"] = torch_dtype
     is_folder = os.path.isdir(spec)
     try:
+        options = _load_options(spec, local_files_only or is_folder)
+        options.update(kwargs)
+        if torch_dtype is not None:
+            options["torch_dtype"] = torch_dtype
         pipeline = DiffusionPipeline.from_pretrained(spec, local_files_only=local_files_only or is_folder, **options)
     except (OSError, ValueError) as err:
         if is_folder:

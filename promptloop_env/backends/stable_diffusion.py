@@ -108,6 +108,7 @@ class StableDiffusionBackend:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if missing:
             embeds, _ = self.pipeline.encode_prompt(missing, self.device, 1, False)
+            embeds = embeds.to(self.dtype)  # a text encoder in another dtype than the UNet (float32 around fp16)
             for prompt, row in zip(missing, embeds, strict=True):
                 self._cache[prompt] = row
         rows = []

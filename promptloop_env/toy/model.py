@@ -78,7 +78,9 @@ def build_toy_pipeline(seed: int = 0, block_out_channels: tuple[int, ...] = (64,
 
 @functools.lru_cache(maxsize=len(TOY_PIPELINES))
 def _load_cached(folder: Path) -> Any:
-    return load_toy_pipeline(folder, cache=False)
+    pipeline = load_toy_pipeline(folder, cache=False)
+    pipeline._promptloop_shared_folder = folder  # envs given this shared instance convert a copy, never it
+    return pipeline
 
 
 def load_toy_pipeline(path: str | Path | None = None, cache: bool = True) -> Any:
