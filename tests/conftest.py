@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# What previews cache from a model (fitted linear factors) goes to a folder of this test session, not the user's.
+os.environ.setdefault("PROMPTLOOP_CACHE", tempfile.mkdtemp(prefix="promptloop-cache-"))
 
 
 @functools.cache
