@@ -54,7 +54,11 @@ class TrainConfig:
     agent: str = _f("toy", "the policy to train: 'toy' (the shipped toy policy), a folder or a cached model id")
     env_id: str = _f("PromptLoop-v0", "the Gymnasium id of the environment")
     reward: str | None = _f(None, "reward name for the env (None: the env's default, toy_alignment on the toy world)")
-    queries: str = _f("toy-train", "training prompt set: a named set, a text file, ...")
+    queries: str = _f(
+        "toy-train",
+        "training prompt set: toy-train, a text/CSV/JSONL/Parquet file[:column], hf:<dataset>[:column], with "
+        "optional ?split=train|eval&eval_fraction=0.1 (see promptloop_env.prompts)",
+    )
     num_inference_steps: int = _f(20, "denoising steps T per episode")
     num_refinements: int = _f(5, "refinement points K per episode (the agent acts K times)")
     schedule: str = _f(
