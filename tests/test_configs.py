@@ -51,3 +51,11 @@ def test_config_loads_and_validates(path, request):
     if config.agent != "toy":
         assert config.agent == "Qwen/Qwen2.5-VL-3B-Instruct" and config.mixed_precision == "bf16"
         assert config.gradient_checkpointing is True
+
+
+def test_preview_settings():
+    for preview in ("full", "none", "tiny", "tiny:madebyollin/taesd", "linear", "linear:factors.json"):
+        load_config(None, {"preview": preview})
+    for preview in ("sharp", "tiny:", "full:x", "none:y"):
+        with pytest.raises(ValueError, match="preview="):
+            load_config(None, {"preview": preview})
