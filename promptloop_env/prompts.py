@@ -2,18 +2,17 @@
 
 A prompt set is named by a *spec*, the same string in Python, on the command line and in config files:
 
-========================================  ==================================================================
-spec                                      queries
-========================================  ==================================================================
-``toy-train``, ``toy-test``               the toy grammar's splits (random scenes with random phrasings)
-``prompts.txt``                           a text file, one query per line
-``captions.csv[:column]``                 a CSV file's column (default: ``prompt``, ``caption`` or ``text``)
-``captions.jsonl[:key]``                  a JSON Lines file's key (same default)
-``captions.parquet[:column]``             a Parquet file's column, read through ``datasets``
-``hf:<dataset>[:<column>]``               a Hugging Face dataset (a hub id in the local cache, a folder
-                                          written by ``save_to_disk``, or a folder of data files), read
-                                          through ``datasets``: ``hf:yuvalkirstain/pickapic_v2_no_images:caption``
-========================================  ==================================================================
+| spec | queries |
+|---|---|
+| ``toy-train``, ``toy-test`` | the toy grammar's splits (random scenes with random phrasings) |
+| ``prompts.txt`` | a text file, one query per line |
+| ``captions.csv[:column]`` | a CSV file's column (default: ``prompt``, ``caption`` or ``text``) |
+| ``captions.jsonl[:key]`` | a JSON Lines file's key (same default) |
+| ``captions.parquet[:column]`` | a Parquet file's column, read through ``datasets`` |
+| ``hf:<dataset>[:<column>]`` | a Hugging Face dataset through ``datasets`` (see below) |
+
+A dataset is a hub id in the local cache, a folder written by ``save_to_disk``, or a folder of data files
+(CSV, Parquet, JSON): the Pick-a-Pic v2 captions are ``hf:yuvalkirstain/pickapic_v2_no_images:caption``.
 
 Any spec may end in options, ``?key=value&key=value``:
 
