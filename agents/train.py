@@ -59,13 +59,21 @@ class TrainConfig:
     agent: str = _f("toy", "the policy to train: 'toy' (the shipped toy policy), a folder or a cached model id")
     env_id: str = _f("PromptLoop-v0", "the Gymnasium id of the environment")
     reward: str | None = _f(None, "reward name for the env (None: the env's default, toy_alignment on the toy world)")
-    queries: str = _f("toy-train", "training prompt set: a named set, a text file, ...")
+    queries: str = _f(
+        "toy-train",
+        "training prompt set: toy-train, a text/CSV/JSONL/Parquet file[:column], hf:<dataset>[:column], with "
+        "optional ?split=train|eval&eval_fraction=0.1 (see promptloop_env.prompts)",
+    )
     num_inference_steps: int = _f(20, "denoising steps T per episode")
     num_refinements: int = _f(5, "refinement points K per episode (the agent acts K times)")
     schedule: str = _f(
         "random", "where the refinement points fall during training: random, uniform, or explicit steps '1,5,9'"
     )
-    preview: str = _f("full", "what the agent sees: full (VAE decode of x0), linear, none (no latent feedback)")
+    preview: str = _f(
+        "full",
+        "what the agent sees: full (VAE decode of x0), tiny (tiny autoencoder; tiny:<id or folder>), linear "
+        "(fitted latent->RGB map; linear:<file.json>), none (no latent feedback)",
+    )
     one_shot: bool = _f(False, "act at the first refinement only and hold the prompt (feed-forward rewriting)")
     queries_per_update: int = _f(4, "distinct queries per update")
     group_size: int = _f(4, "episodes per query (GRPO's G; PPO runs them as independent episodes)")
@@ -133,8 +141,12 @@ class TrainConfig:
                     f"schedule={self.schedule!r} (expected 'random', 'uniform' or {self.num_refinements} "
                     f"comma-separated steps in 0..{self.num_inference_steps - 1})"
                 )
-        if self.preview not in ("full", "linear", "none"):
-            problems.append(f"preview={self.preview!r} (expected 'full', 'linear' or 'none')")
+        kind, sep, name = self.preview.partition(":")
+        if not (kind in ("full", "none") and not sep or kind in ("linear", "tiny") and (name or not sep)):
+            problems.append(
+                f"preview={self.preview!r} (expected 'full', 'tiny', 'tiny:<model id or folder>', 'linear', "
+                "'linear:<factors.json>' or 'none')"
+            )
         for name in ("kl_coef", "vf_coef", "ent_coef"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 0)")

@@ -332,12 +332,16 @@ class PromptLoopEnv(_Episodes, gym.Env):
       negative pass), as SDXL-turbo needs.
     * `height`, `width`: image size (default: the model's). `scheduler`: ``None`` (the pipeline's own),
       ``"ddim"``, ``"euler"`` or ``"dpm++"``.
-    * `preview` (``"full"``): ``"full"`` (VAE decode), ``"linear"`` (fitted latent->RGB map, nearly free),
-      ``"none"`` (blank: no latent feedback), or a callable. `preview_size`: int or (H, W).
+    * `preview` (``"full"``): ``"full"`` (VAE decode), ``"tiny"`` / ``"tiny:<id or folder>"`` (a TAESD-family
+      tiny autoencoder), ``"linear"`` (a latent->RGB map fitted from the pipeline's VAE on first use and cached,
+      nearly free; ``"linear:<file.json>"``), ``"none"`` (blank: no latent feedback), or a callable.
+      `preview_size`: int or (H, W).
     * `reward`: a registered name, ``{name: weight}``, or a callable ``(uint8 [N, H, W, 3], list[str]) -> [N]``
       (default: ``"toy_alignment"`` on the toy model, else ``"jpeg_compressibility"``).
     * `prompts`: where queries come from: ``"toy-train"`` / ``"toy-test"`` (the toy grammar's splits), a list,
-      a text file (one per line) or a callable ``rng -> str`` (default: ``"toy-train"`` on the toy model).
+      a text, CSV, JSONL or Parquet file (``"file.csv:column"``), a dataset (``"hf:<id or folder>[:column]"``),
+      with options such as ``"?split=train"`` (a fixed hash-based train/eval split), or a callable
+      ``rng -> str`` (default: ``"toy-train"`` on the toy model). See :mod:`promptloop_env.prompts`.
     * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
       (every preview of the episode and the final image), frames at the image size.
     * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded; a pipeline

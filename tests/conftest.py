@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# What previews cache from a model (fitted linear factors) goes to a folder of this test session, not the user's.
+if "PROMPTLOOP_CACHE" not in os.environ:
+    os.environ["PROMPTLOOP_CACHE"] = tempfile.mkdtemp(prefix="promptloop-cache-")
+    atexit.register(shutil.rmtree, os.environ["PROMPTLOOP_CACHE"], ignore_errors=True)
 
 
 @functools.cache
