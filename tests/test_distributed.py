@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,12 +69,20 @@ def worker(root: str) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="debug_launcher forks")
 def test_two_processes_train_one_policy(tmp_path):
-    from accelerate import debug_launcher
     from peft import get_peft_model_state_dict
 
     from agents.train import load_agent
 
-    debug_launcher(worker, args=(str(tmp_path),), num_processes=2)
+    # debug_launcher forks. Forking this process after earlier tests ran torch's OpenMP thread pool deadlocks the
+    # children (a known fork-after-threads hazard), so the launch runs from a fresh interpreter.
+    launch = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from accelerate import debug_launcher; "
+        "from test_distributed import worker; debug_launcher(worker, args=(sys.argv[2],), num_processes=2)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-c", launch, str(Path(__file__).parent), str(tmp_path)], cwd=root, check=True, timeout=600
+    )
     ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
     straight = [load_file(str(tmp_path / f"straight_{r}.safetensors")) for r in (0, 1)]
     resumed = [load_file(str(tmp_path / f"resumed_{r}.safetensors")) for r in (0, 1)]
