@@ -154,13 +154,15 @@ class StableDiffusion3Backend(_FlowBackend):
 
     Args:
         pipeline: a ``diffusers.StableDiffusion3Pipeline``; ``text_encoder_3`` may be ``None``.
-        num_inference_steps: denoiser calls per image.
-        guidance_scale: classifier-free guidance weight (default 7.0, the pipeline's); off at ``<= 1``.
-        negative_prompt: the unconditional branch's prompt (``None`` = the empty prompt, as in diffusers).
-        height, width: image size (default: the transformer's sample size times the VAE factor: 1024).
-        max_sequence_length: T5 tokens (default 256, the pipeline's).
-        scheduler: a flow-matching scheduler to use instead of the pipeline's (a template).
-        cache_size: how many prompt encodings to keep.
+        **sampling: the sampling settings, all optional keywords:
+
+            - ``num_inference_steps``: denoiser calls per image.
+            - ``guidance_scale``: classifier-free guidance weight (default 7.0, the pipeline's); off at ``<= 1``.
+            - ``negative_prompt``: the unconditional branch's prompt (``None`` = the empty prompt, as in diffusers).
+            - ``height``, ``width``: image size (default: the transformer's sample size times the VAE factor: 1024).
+            - ``max_sequence_length``: T5 tokens (default 256, the pipeline's).
+            - ``scheduler``: a flow-matching scheduler to use instead of the pipeline's (a template).
+            - ``cache_size``: how many prompt encodings to keep.
     """
 
     family = "stable-diffusion-3"
@@ -237,15 +239,17 @@ class FluxBackend(_FlowBackend):
 
     Args:
         pipeline: a ``diffusers.FluxPipeline``.
-        num_inference_steps: denoiser calls per image.
-        guidance_scale: the distilled guidance fed to the transformer's guidance embedding (default 3.5, the
-            pipeline's; ignored by transformers without one, e.g. schnell). There is no negative pass.
-        negative_prompt: used only with ``true_cfg_scale`` > 1 (diffusers' "true CFG": a second pass).
-        true_cfg_scale: weight of the true classifier-free guidance (1 = off, the default).
-        height, width: image size (default 1024, the pipeline's); multiples of twice the VAE factor.
-        max_sequence_length: T5 tokens (default 512, the pipeline's).
-        scheduler: a flow-matching scheduler to use instead of the pipeline's (a template).
-        cache_size: how many prompt encodings to keep.
+        **sampling: the sampling settings, all optional keywords:
+
+            - ``num_inference_steps``: denoiser calls per image.
+            - ``guidance_scale``: the distilled guidance fed to the transformer's guidance embedding (default 3.5, the
+              pipeline's; ignored by transformers without one, e.g. schnell). There is no negative pass.
+            - ``negative_prompt``: used only with ``true_cfg_scale`` > 1 (diffusers' "true CFG": a second pass).
+            - ``true_cfg_scale``: weight of the true classifier-free guidance (1 = off, the default).
+            - ``height``, ``width``: image size (default 1024, the pipeline's); multiples of twice the VAE factor.
+            - ``max_sequence_length``: T5 tokens (default 512, the pipeline's).
+            - ``scheduler``: a flow-matching scheduler to use instead of the pipeline's (a template).
+            - ``cache_size``: how many prompt encodings to keep.
     """
 
     family = "flux"

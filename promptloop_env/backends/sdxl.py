@@ -31,10 +31,12 @@ class StableDiffusionXLBackend:
             ``force_zeros_for_empty_prompt`` is set (SDXL base), else the encoded empty prompt.
         guidance_rescale: diffusers' ``guidance_rescale`` (0 = off).
         eta: passed to schedulers whose ``step`` takes it.
-        height, width: image size in pixels (default: the UNet's sample size times the VAE factor: 1024 for
-            SDXL base, 512 for SDXL-turbo).
-        original_size, crops_coords_top_left, target_size: SDXL's size conditioning (defaults as in diffusers:
-            ``(height, width)``, ``(0, 0)``, ``(height, width)``).
+        height: image height in pixels (default: the UNet's sample size times the VAE factor: 1024 for SDXL
+            base, 512 for SDXL-turbo).
+        width: image width in pixels (default as for ``height``).
+        original_size: SDXL's size conditioning (default ``(height, width)``, as in diffusers).
+        crops_coords_top_left: SDXL's crop conditioning (default ``(0, 0)``).
+        target_size: SDXL's target-size conditioning (default ``(height, width)``).
         scheduler: a scheduler to use instead of the pipeline's (a template: each trajectory gets a fresh copy).
         cache_size: how many prompt encodings to keep.
     """
