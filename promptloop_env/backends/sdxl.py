@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .base import PromptCache, Trajectory, fit_to_limit, token_count, vae_decode
-from .stable_diffusion import _x0_from_output
+from .stable_diffusion import unet_denoise
 
 
 class StableDiffusionXLBackend:
@@ -167,43 +167,7 @@ class StableDiffusionXLBackend:
             embeds = torch.cat([neg_embeds, embeds])
             pooled = torch.cat([neg_pooled, pooled])
             time_ids = torch.cat([time_ids, time_ids])
-        added = {"text_embeds": pooled, "time_ids": time_ids}
-        scheduler = traj.scheduler
-        extra: dict[str, Any] = {}
-        if self._step_takes_eta:
-            extra["eta"] = self.eta
-        if self._step_takes_generator:
-            extra["generator"] = traj.generators
-        latents = traj.latents
-        for _ in range(steps):
-            t = traj.timesteps[traj.step]
-            model_input = torch.cat([latents] * 2) if self.do_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            output = self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=embeds,
-                timestep_cond=traj.extra.get("timestep_cond"),
-                added_cond_kwargs=added,
-                return_dict=False,
-            )[0]
-            if self.do_cfg:
-                out_uncond, out_text = output.chunk(2)
-                output = out_uncond + self.guidance_scale * (out_text - out_uncond)
-                if self.guidance_rescale > 0.0:
-                    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
-                        rescale_noise_cfg,
-                    )
-
-                    output = rescale_noise_cfg(output, out_text, guidance_rescale=self.guidance_rescale)
-            result = scheduler.step(output, t, latents, **extra, return_dict=True)
-            x0 = getattr(result, "pred_original_sample", None)
-            if x0 is None:
-                x0 = _x0_from_output(scheduler, output, model_input[n:] if self.do_cfg else model_input, t)
-            latents = result.prev_sample
-            traj.x0 = x0
-            traj.step += 1
-        traj.latents = latents
+        unet_denoise(self, traj, embeds, steps, {"text_embeds": pooled, "time_ids": time_ids})
 
     def predict_x0(self, traj: Trajectory) -> torch.Tensor:
         if traj.x0 is None:

@@ -8,12 +8,11 @@ the UNet, classifier-free guidance, the VAE), so that holding one prompt through
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
 from typing import Any
 
 import torch
 
-from .base import Trajectory
+from .base import PromptCache, Trajectory, fit_to_limit, token_count, vae_decode
 
 
 class StableDiffusionBackend:
@@ -74,50 +73,25 @@ class StableDiffusionBackend:
         self.do_cfg = self.guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
         self.max_tokens = int(self.tokenizer.model_max_length)
         self.cache_size = int(cache_size)
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache = PromptCache(self._encode_batch, self.cache_size)
         step_params = set(inspect.signature(self.scheduler.step).parameters)
         self._step_takes_eta = "eta" in step_params
         self._step_takes_generator = "generator" in step_params
 
     # -- text --------------------------------------------------------------------------------------------
 
-    def _num_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False, verbose=False).input_ids)
-
     def fit_prompt(self, prompt: str) -> tuple[str, bool]:
         """Cut ``prompt`` to the longest prefix that fits the text encoder's ``model_max_length`` tokens."""
-        if self._num_tokens(prompt) <= self.max_tokens:
-            return prompt, False
-        lo, hi = 0, len(prompt)  # invariant: prompt[:lo] fits, prompt[:hi] does not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._num_tokens(prompt[:mid]) <= self.max_tokens:
-                lo = mid
-            else:
-                hi = mid
-        cut = prompt[:lo]
-        # Prefer to end on a word boundary when one is close, so the last word is not split.
-        space = cut.rfind(" ")
-        if space > 0 and lo - space < 24:
-            cut = cut[:space]
-        return cut.rstrip(), True
+        return fit_to_limit(prompt, lambda text: token_count(self.tokenizer, text) <= self.max_tokens)
+
+    def _encode_batch(self, prompts: list[str]) -> tuple[torch.Tensor]:
+        embeds, _ = self.pipeline.encode_prompt(prompts, self.device, 1, False)
+        return (embeds.to(self.dtype),)  # a text encoder in another dtype than the UNet (float32 around fp16)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         """Text-encoder hidden states ``[N, L, D]`` for ``prompts``, cached by prompt string."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            embeds, _ = self.pipeline.encode_prompt(missing, self.device, 1, False)
-            embeds = embeds.to(self.dtype)  # a text encoder in another dtype than the UNet (float32 around fp16)
-            for prompt, row in zip(missing, embeds, strict=True):
-                self._cache[prompt] = row
-        rows = []
-        for prompt in prompts:
-            self._cache.move_to_end(prompt)
-            rows.append(self._cache[prompt])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return torch.stack(rows)
+        return self._cache(prompts)[0]
 
     # -- sampling ----------------------------------------------------------------------------------------
 
@@ -148,41 +122,7 @@ class StableDiffusionBackend:
             embeds = torch.cat([uncond, cond])
         else:
             embeds = cond
-        scheduler = traj.scheduler
-        extra: dict[str, Any] = {}
-        if self._step_takes_eta:
-            extra["eta"] = self.eta
-        if self._step_takes_generator:
-            extra["generator"] = traj.generators
-        latents = traj.latents
-        for _ in range(steps):
-            t = traj.timesteps[traj.step]
-            model_input = torch.cat([latents] * 2) if self.do_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            output = self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=embeds,
-                timestep_cond=traj.extra.get("timestep_cond"),
-                return_dict=False,
-            )[0]
-            if self.do_cfg:
-                out_uncond, out_text = output.chunk(2)
-                output = out_uncond + self.guidance_scale * (out_text - out_uncond)
-                if self.guidance_rescale > 0.0:
-                    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
-                        rescale_noise_cfg,
-                    )
-
-                    output = rescale_noise_cfg(output, out_text, guidance_rescale=self.guidance_rescale)
-            result = scheduler.step(output, t, latents, **extra, return_dict=True)
-            x0 = getattr(result, "pred_original_sample", None)
-            if x0 is None:
-                x0 = _x0_from_output(scheduler, output, model_input[n:] if self.do_cfg else model_input, t)
-            latents = result.prev_sample
-            traj.x0 = x0
-            traj.step += 1
-        traj.latents = latents
+        unet_denoise(self, traj, embeds, steps)
 
     def predict_x0(self, traj: Trajectory) -> torch.Tensor:
         if traj.x0 is None:
@@ -191,8 +131,50 @@ class StableDiffusionBackend:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return vae_decode(self.vae, latents)
+
+
+def unet_denoise(
+    backend: Any, traj: Trajectory, embeds: torch.Tensor, steps: int, added_cond_kwargs: dict | None = None
+) -> None:
+    """``steps`` steps of the UNet pipelines' loop (Stable Diffusion and SDXL): classifier-free guidance with the
+    negative rows first in ``embeds`` when ``backend.do_cfg``, guidance rescale, the scheduler's step with its
+    eta / generator, and the clean estimate of the last step kept in ``traj.x0``."""
+    n = len(traj.latents)
+    scheduler = traj.scheduler
+    extra: dict[str, Any] = {}
+    if backend._step_takes_eta:
+        extra["eta"] = backend.eta
+    if backend._step_takes_generator:
+        extra["generator"] = traj.generators
+    latents = traj.latents
+    for _ in range(steps):
+        t = traj.timesteps[traj.step]
+        model_input = torch.cat([latents] * 2) if backend.do_cfg else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        output = backend.unet(
+            model_input,
+            t,
+            encoder_hidden_states=embeds,
+            timestep_cond=traj.extra.get("timestep_cond"),
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+        )[0]
+        if backend.do_cfg:
+            out_uncond, out_text = output.chunk(2)
+            output = out_uncond + backend.guidance_scale * (out_text - out_uncond)
+            if backend.guidance_rescale > 0.0:
+                from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+                output = rescale_noise_cfg(output, out_text, guidance_rescale=backend.guidance_rescale)
+        result = scheduler.step(output, t, latents, **extra, return_dict=True)
+        x0 = getattr(result, "pred_original_sample", None)
+        if x0 is None:
+            x0 = _x0_from_output(scheduler, output, model_input[n:] if backend.do_cfg else model_input, t)
+        latents = result.prev_sample
+        traj.x0 = x0
+        traj.step += 1
+    traj.latents = latents
 
 
 def _x0_from_output(scheduler: Any, output: torch.Tensor, model_input: torch.Tensor, t: torch.Tensor):
