@@ -165,8 +165,8 @@ def main() -> None:
         f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, "
         f"guidance {args.guidance}, batch 1, 32x32 images.  ",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CPU, shared with other jobs while it ran (timings are noisy; the ratios "
-        f"are medians of per-round ratios, which is what survives the noise). Medians over {args.rounds} "
+        f"torch {torch.__version__}, CPU, a shared machine (timings are noisy; the ratios are medians of "
+        f"per-round ratios, which is what survives the noise). Medians over {args.rounds} "
         "interleaved rounds.",
         "",
         *tables(toy),

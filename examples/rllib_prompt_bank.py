@@ -33,20 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+
 ENV_NAME = "PromptLoopBank-v0"
 #: The bank of examples/sb3_prompt_bank.py: the default bank, then two prompts that replace the query.
-BANK = (
-    "{query}",
-    "{query}, on a black background",
-    "{query}, on a white background",
-    "{query}, on a gray background",
-    "{query}, on a brown background",
-    "{query}, small",
-    "{query}, large",
-    "{query}, in the center",
-    "a small white circle on a white background",
-    "",
-)
+BANK = (*DEFAULT_BANK, "a small white circle on a white background", "")
 
 
 def env_creator(config: dict):
