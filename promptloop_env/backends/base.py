@@ -80,6 +80,24 @@ class Backend(Protocol):
 # -- helpers the families share ---------------------------------------------------------------------------
 
 
+class LatentBackend:
+    """What every family's backend does alike: hand out the clean estimate its last denoiser call kept, and decode
+    latents with its VAE (:func:`vae_decode`). Backends set ``self.vae``."""
+
+    vae: Any
+
+    def predict_x0(self, traj: Trajectory) -> torch.Tensor:
+        """The latest clean estimate (no extra denoiser call)."""
+        if traj.x0 is None:
+            raise RuntimeError("No clean estimate yet: the trajectory has not taken a denoising step.")
+        return traj.x0
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``[N, C, h, w]`` (in the diffusion model's scaling) -> images ``[N, 3, H, W]`` in ``[0, 1]``."""
+        return vae_decode(self.vae, latents)
+
+
 class PromptCache:
     """Per-prompt text encodings, least recently used dropped beyond ``size``.
 

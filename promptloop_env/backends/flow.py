@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import PromptCache, Trajectory, fit_to_limit, token_count, vae_decode
+from .base import LatentBackend, PromptCache, Trajectory, fit_to_limit, token_count
 
 
-class _FlowBackend:
+class _FlowBackend(LatentBackend):
     """What SD3 and FLUX share: cached encodings, unpacked latents, the Euler flow step and x̂0 = x - sigma v."""
 
     family = "flow"
@@ -138,15 +138,6 @@ class _FlowBackend:
     def _prepare(self, traj: Trajectory, cond: Any) -> Any:
         return cond
 
-    def predict_x0(self, traj: Trajectory) -> torch.Tensor:
-        if traj.x0 is None:
-            raise RuntimeError("No clean estimate yet: the trajectory has not taken a denoising step.")
-        return traj.x0
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Unpacked latents ``[N, C, h, w]`` -> images in ``[0, 1]`` (``latents / scaling + shift``)."""
-        return vae_decode(self.vae, latents)
 
 
 class StableDiffusion3Backend(_FlowBackend):

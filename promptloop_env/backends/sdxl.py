@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from .base import PromptCache, Trajectory, fit_to_limit, token_count, vae_decode
+from .base import LatentBackend, PromptCache, Trajectory, fit_to_limit, token_count
 from .stable_diffusion import unet_denoise
 
 
-class StableDiffusionXLBackend:
+class StableDiffusionXLBackend(LatentBackend):
     """Backend for ``StableDiffusionXLPipeline`` (SDXL base, SDXL-turbo, and fine-tunes of them).
 
     Args:
@@ -169,11 +169,3 @@ class StableDiffusionXLBackend:
             time_ids = torch.cat([time_ids, time_ids])
         unet_denoise(self, traj, embeds, steps, {"text_embeds": pooled, "time_ids": time_ids})
 
-    def predict_x0(self, traj: Trajectory) -> torch.Tensor:
-        if traj.x0 is None:
-            raise RuntimeError("No clean estimate yet: the trajectory has not taken a denoising step.")
-        return traj.x0
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.vae, latents)

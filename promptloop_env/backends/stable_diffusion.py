@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .base import PromptCache, Trajectory, fit_to_limit, token_count, vae_decode
+from .base import LatentBackend, PromptCache, Trajectory, fit_to_limit, token_count
 
 
-class StableDiffusionBackend:
+class StableDiffusionBackend(LatentBackend):
     """Backend for any ``StableDiffusionPipeline`` (epsilon, v-prediction or sample prediction).
 
     Args:
@@ -124,14 +124,6 @@ class StableDiffusionBackend:
             embeds = cond
         unet_denoise(self, traj, embeds, steps)
 
-    def predict_x0(self, traj: Trajectory) -> torch.Tensor:
-        if traj.x0 is None:
-            raise RuntimeError("No clean estimate yet: the trajectory has not taken a denoising step.")
-        return traj.x0
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.vae, latents)
 
 
 def unet_denoise(
