@@ -50,16 +50,23 @@ class FixedSuffix:
 class OneShot:
     """``policy`` writes the prompt at the first refinement point of each episode; later ones keep it.
 
-    The first refinement is recognised by the prompt in force still being the query (the env starts every
-    episode with the query as the prompt); from then on the prompt in force is returned unchanged.
+    Turns are counted per row of the observations: an observation whose ``progress`` is not past the previous
+    one of its row starts a new episode (progress only grows within an episode), so the first refinement
+    point is recognised even when the policy's prompt equals the query.
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self._progress: dict[int, float] = {}
 
     def first(self, observations: Any) -> np.ndarray:
-        """Which observations are at their episode's first refinement point."""
-        return np.array([o["prompt"] == o["query"] for o in split_observations(observations)], dtype=bool)
+        """Which observations are at their episode's first refinement point (updates the turn count)."""
+        first = []
+        for row, o in enumerate(split_observations(observations)):
+            progress = float(np.ravel(o["progress"])[0])
+            first.append(row not in self._progress or progress <= self._progress[row])
+            self._progress[row] = progress
+        return np.array(first, dtype=bool)
 
     def act(self, observations: Any) -> list[str]:
         observations = split_observations(observations)

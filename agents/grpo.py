@@ -32,6 +32,14 @@ class GRPOSettings:
     minibatches: int = 1
     max_grad_norm: float = 1.0
     eps: float = 1e-4
+    micro_batch_size: int = 0
+
+
+def micro_batches(batch: np.ndarray, size: int) -> list[np.ndarray]:
+    """``batch`` (episode indices) in consecutive micro-batches of at most ``size`` episodes (0: one)."""
+    if size <= 0 or size >= len(batch):
+        return [batch]
+    return [batch[i : i + size] for i in range(0, len(batch), size)]
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -95,23 +103,31 @@ def grpo_update(
     for _ in range(settings.epochs):
         order = generator.permutation(len(episodes))
         for batch in np.array_split(order, min(settings.minibatches, len(episodes))):
-            turns = [t for i in batch for t in episodes[i].turns]
-            logprobs = torch.cat(agent.score(turns).logprobs)
-            device = logprobs.device
-            losses = grpo_loss(
-                logprobs,
-                torch.cat([episodes[i].tokens("logprobs") for i in batch]).to(device),
-                torch.cat([episodes[i].tokens("ref_logprobs") for i in batch]).to(device),
-                torch.cat([advantages[i].expand(episodes[i].num_tokens) for i in batch]).to(device),
-                settings.clip,
-                settings.kl_coef,
-            )
+            # Gradient accumulation over micro-batches of episodes, each loss weighted by its share of the
+            # minibatch's tokens, so the summed gradient is the one of the unsplit token mean.
+            total = sum(episodes[i].num_tokens for i in batch)
             optimizer.zero_grad()
-            backward(losses["loss"])
+            parts: dict[str, float] = dict.fromkeys(stats, 0.0)
+            for micro in micro_batches(batch, settings.micro_batch_size):
+                turns = [t for i in micro for t in episodes[i].turns]
+                logprobs = torch.cat(agent.score(turns).logprobs)
+                device = logprobs.device
+                losses = grpo_loss(
+                    logprobs,
+                    torch.cat([episodes[i].tokens("logprobs") for i in micro]).to(device),
+                    torch.cat([episodes[i].tokens("ref_logprobs") for i in micro]).to(device),
+                    torch.cat([advantages[i].expand(episodes[i].num_tokens) for i in micro]).to(device),
+                    settings.clip,
+                    settings.kl_coef,
+                )
+                weight = len(logprobs) / total
+                backward(losses["loss"] * weight)
+                for key in stats:
+                    parts[key] += float(losses[key].detach()) * weight
             clip_grad_norm(params, settings.max_grad_norm)
             optimizer.step()
             for key in stats:
-                stats[key].append(float(losses[key].detach()))
+                stats[key].append(parts[key])
     metrics = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
     metrics["objective/advantage_std"] = float(advantages.std())
     return metrics

@@ -188,6 +188,11 @@ class MLLMAgent:
             )
         self._image_token = tokenizer.convert_ids_to_tokens(self._image_token_id)
         eos = getattr(model.generation_config, "eos_token_id", None)
+        #: The checkpoint's own generation config, kept for reference only: the agent samples from its own,
+        #: complete config (see :meth:`sampling_config`), so a checkpoint's repetition penalty, n-gram ban,
+        #: top-k or min-p can never make the sampled tokens differ from the log-probs the trainers store.
+        self.checkpoint_generation_config = model.generation_config
+        model.generation_config = _neutral_generation_config(model.generation_config)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_token_ids = {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None}
         pad = tokenizer.pad_token_id
@@ -209,6 +214,9 @@ class MLLMAgent:
         )
         self.value_head: nn.Linear | None = None
         self.has_lora = False
+        #: The precision context the policy's own forward passes run in (generate, score): the trainer sets
+        #: accelerate's ``autocast`` here, so mixed precision never reaches the diffusion model or the reward.
+        self.autocast: Any = contextlib.nullcontext
         #: Whether the training forward pass recomputes activations (:meth:`enable_gradient_checkpointing`).
         self.gradient_checkpointing = False
         # The modules the training forward pass runs through (set by :meth:`distribute`; None: the agent's own).
@@ -477,21 +485,8 @@ class MLLMAgent:
         observations = split_observations(observations)
         contexts, image_inputs = self._context_ids(observations)
         inputs = self._model_inputs(contexts, image_inputs)
-        sampling = (
-            dict(do_sample=False)
-            if greedy
-            else dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
-        )
-        out = self.model.generate(
-            **inputs,
-            **sampling,
-            max_new_tokens=self.max_new_tokens,
-            suppress_tokens=self.suppressed_ids or None,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=sorted(self.eos_token_ids),
-        )
+        with self.autocast():
+            out = self.model.generate(**inputs, generation_config=self.sampling_config(greedy=greedy))
         new_tokens = out.sequences[:, inputs["input_ids"].shape[1] :].cpu()
         logits = self._mask(torch.stack(out.logits, dim=1).float().cpu() / self.temperature)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
@@ -515,6 +510,30 @@ class MLLMAgent:
             )
         return turns
 
+    def sampling_config(self, *, greedy: bool = False) -> Any:
+        """The complete ``GenerationConfig`` :meth:`generate` samples with: temperature, top-p, the answer
+        budget, the suppressed image tokens and every other logits processor explicitly off (top-k 0,
+        repetition penalty 1, no n-gram ban, no min-p, ...). With ``top_p == 1`` the sampling distribution is
+        exactly ``softmax(logits / temperature)`` over the unsuppressed tokens, the one :meth:`score` computes."""
+        from transformers import GenerationConfig
+
+        if greedy:
+            processors = {k: v for k, v in _NEUTRAL_PROCESSORS.items() if k not in _SAMPLING_ONLY}
+            sampling: dict[str, Any] = dict(do_sample=False)
+        else:
+            processors = _NEUTRAL_PROCESSORS
+            sampling = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+        return GenerationConfig(
+            **processors,
+            **sampling,
+            max_new_tokens=self.max_new_tokens,
+            suppress_tokens=self.suppressed_ids or None,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=sorted(self.eos_token_ids),
+        )
+
     # ------------------------------------------------------------------ scoring (training forward pass)
     def score(
         self, turns: Sequence[Turn], *, reference: bool = False, values: bool = False, entropy: bool = False
@@ -536,7 +555,7 @@ class MLLMAgent:
         head = self._train_value_head if training and self._train_value_head is not None else self.value_head
         if training and self.gradient_checkpointing:
             self._arm_checkpointing()
-        with disable:
+        with disable, self.autocast():
             out = model(**inputs, use_cache=False, output_hidden_states=values, logits_to_keep=longest + 1)
         # The sequences are left-padded, so they all end at the last position; logits_to_keep kept the last
         # (longest + 1) positions, and the logits at position p predict the token at p + 1.
@@ -568,6 +587,48 @@ class MLLMAgent:
         """The reference policy's log-probs of the turns' tokens (adapter disabled, no gradients)."""
         with torch.no_grad():
             return self.score(turns, reference=True).logprobs
+
+
+#: Every logits processor of ``generate`` set to "off" (None would let a checkpoint's config fill it in).
+_NEUTRAL_PROCESSORS: dict[str, Any] = dict(
+    top_k=0,
+    typical_p=1.0,
+    min_p=None,
+    epsilon_cutoff=0.0,
+    eta_cutoff=0.0,
+    repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0,
+    length_penalty=1.0,
+    min_length=0,
+    min_new_tokens=None,
+    num_beams=1,
+    num_return_sequences=1,
+    diversity_penalty=0.0,
+    bad_words_ids=None,
+    sequence_bias=None,
+    forced_bos_token_id=None,
+    forced_eos_token_id=None,
+    begin_suppress_tokens=None,
+    exponential_decay_length_penalty=None,
+    renormalize_logits=False,
+    remove_invalid_values=False,
+)
+
+
+_SAMPLING_ONLY = ("top_k", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff")
+
+
+def _neutral_generation_config(source: Any) -> Any:
+    """A generation config with the checkpoint's special token ids and nothing else: the defaults
+    ``generate`` fills unset fields from, so none of the checkpoint's sampling settings can leak in."""
+    from transformers import GenerationConfig
+
+    ids = {
+        k: getattr(source, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    }
+    return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
 
 
 def _resolve_base(base: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .grpo import micro_batches
 from .rollout import Episode
 
 __all__ = ["PPOSettings", "gae", "ppo_losses", "ppo_update", "token_rewards", "whiten"]
@@ -36,6 +37,7 @@ class PPOSettings:
     epochs: int = 2
     minibatches: int = 2
     max_grad_norm: float = 1.0
+    micro_batch_size: int = 0
 
 
 def token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, reward: float, kl_coef: float) -> torch.Tensor:
@@ -118,28 +120,38 @@ def ppo_update(
     for _ in range(settings.epochs):
         order = generator.permutation(len(episodes))
         for batch in np.array_split(order, min(settings.minibatches, len(episodes))):
-            turns = [t for i in batch for t in episodes[i].turns]
-            scores = agent.score(turns, values=True, entropy=True)
-            device = scores.logprobs[0].device
-            losses = ppo_losses(
-                torch.cat(scores.logprobs),
-                torch.cat([old_logprobs[i] for i in batch]).to(device),
-                torch.cat([advantages[i] for i in batch]).to(device),
-                torch.cat(scores.values),
-                torch.cat([old_values[i] for i in batch]).to(device),
-                torch.cat([returns[i] for i in batch]).to(device),
-                settings.clip,
-                settings.clip_value,
-            )
-            entropy = torch.cat(scores.entropy).mean()
-            loss = losses["policy_loss"] + settings.vf_coef * losses["value_loss"] - settings.ent_coef * entropy
+            # Gradient accumulation over micro-batches, each weighted by its share of the minibatch's tokens.
+            total = sum(len(old_logprobs[i]) for i in batch)
             optimizer.zero_grad()
-            backward(loss)
+            parts: dict[str, float] = dict.fromkeys(stats, 0.0)
+            for micro in micro_batches(batch, settings.micro_batch_size):
+                turns = [t for i in micro for t in episodes[i].turns]
+                scores = agent.score(turns, values=True, entropy=True)
+                device = scores.logprobs[0].device
+                losses = ppo_losses(
+                    torch.cat(scores.logprobs),
+                    torch.cat([old_logprobs[i] for i in micro]).to(device),
+                    torch.cat([advantages[i] for i in micro]).to(device),
+                    torch.cat(scores.values),
+                    torch.cat([old_values[i] for i in micro]).to(device),
+                    torch.cat([returns[i] for i in micro]).to(device),
+                    settings.clip,
+                    settings.clip_value,
+                )
+                losses["entropy"] = torch.cat(scores.entropy).mean()
+                loss = (
+                    losses["policy_loss"]
+                    + settings.vf_coef * losses["value_loss"]
+                    - settings.ent_coef * losses["entropy"]
+                )
+                weight = sum(len(lp) for lp in scores.logprobs) / total
+                backward(loss * weight)
+                for key in stats:
+                    parts[key] += float(losses[key].detach()) * weight
             clip_grad_norm(params, settings.max_grad_norm)
             optimizer.step()
-            for key in ("policy_loss", "value_loss", "approx_kl", "clipfrac"):
-                stats[key].append(float(losses[key].detach()))
-            stats["entropy"].append(float(entropy.detach()))
+            for key in stats:
+                stats[key].append(parts[key])
     all_returns, all_values = torch.cat(returns), torch.cat(old_values)
     variance = all_returns.var(unbiased=False)
     explained = float("nan") if variance == 0 else float(1 - (all_returns - all_values).var(unbiased=False) / variance)

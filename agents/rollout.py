@@ -103,11 +103,18 @@ def collect(
 
 
 @torch.no_grad()
-def annotate(agent: Any, episodes: Sequence[Episode], *, values: bool = False, batch_size: int = 64) -> None:
-    """Fill every turn's reference log-probs (adapter disabled) and, with ``values``, the value head's values."""
+def annotate(
+    agent: Any, episodes: Sequence[Episode], *, values: bool = False, logprobs: bool = False, batch_size: int = 64
+) -> None:
+    """Fill every turn's reference log-probs (adapter disabled) and, with ``values``, the value head's values;
+    with ``logprobs``, replace the sampling log-probs by a forward pass of the current policy (the "old"
+    log-probs of the update, as verl recomputes them)."""
     turns = [t for e in episodes for t in e.turns]
     for start in range(0, len(turns), batch_size):
         chunk = turns[start : start + batch_size]
+        if logprobs:
+            for t, lp in zip(chunk, agent.score(chunk).logprobs, strict=True):
+                t.logprobs = lp.detach().float().cpu()
         reference = agent.reference(chunk)
         for t, r in zip(chunk, reference, strict=True):
             t.ref_logprobs = r.detach().cpu()

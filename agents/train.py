@@ -81,11 +81,24 @@ class TrainConfig:
     lr: float = _f(1e-3, "AdamW learning rate of the LoRA adapter (and value head)")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")
-    kl_coef: float = _f(0.04, "KL penalty coefficient (GRPO: k3 in the loss; PPO: per-token reward)")
+    kl_coef: float | None = _f(
+        None, "KL penalty coefficient (GRPO: k3 in the loss; PPO: per-token reward); None: the algorithm's default "
+        "(GRPO 0.04, PPO 0.05)"
+    )
     clip: float = _f(0.2, "ratio clipping range")
-    epochs: int = _f(1, "passes over each batch of episodes")
-    minibatches: int = _f(1, "minibatches per pass")
+    epochs: int | None = _f(None, "passes over each batch of episodes; None: the algorithm's default (GRPO 1, PPO 2)")
+    minibatches: int | None = _f(None, "minibatches per pass; None: the algorithm's default (GRPO 1, PPO 2)")
     max_grad_norm: float = _f(1.0, "gradient norm clipping")
+    micro_batch_size: int = _f(
+        0,
+        "episodes per forward pass with gradients; a minibatch is split into micro-batches whose gradients are "
+        "accumulated, weighted by tokens (the same update as unsplit, in less memory); 0: the whole minibatch",
+    )
+    recompute_logprobs: bool = _f(
+        False,
+        "recompute the sampled tokens' log-probs with a forward pass before the update (as verl does), instead of "
+        "keeping generate()'s: for low precision, where the two can differ, or for epochs > 1",
+    )
     vf_coef: float = _f(0.5, "PPO: value loss coefficient")
     clip_value: float = _f(0.2, "PPO: value clipping range")
     ent_coef: float = _f(0.0, "PPO: entropy bonus coefficient")
@@ -111,8 +124,30 @@ class TrainConfig:
     diffusion_device: str = _f("auto", "where the diffusion model runs: auto (the policy's device), cpu, cuda:1, ...")
     diffusion_dtype: str = _f("float32", "dtype of the diffusion model: float32, bfloat16 or float16")
 
+    def resolved(self) -> TrainConfig:
+        """A copy with every ``None`` algorithm setting (``kl_coef``, ``epochs``, ``minibatches``) set to the
+        chosen algorithm's own default (:class:`~agents.grpo.GRPOSettings`, :class:`~agents.ppo.PPOSettings`)."""
+        defaults = (GRPOSettings if self.algo == "grpo" else PPOSettings)()
+        return dataclasses.replace(
+            self,
+            **{
+                name: getattr(defaults, name)
+                for name in ("kl_coef", "epochs", "minibatches")
+                if getattr(self, name) is None and hasattr(defaults, name)
+            },
+        )
+
+    def algorithm_settings(self) -> GRPOSettings | PPOSettings:
+        """The algorithm's settings: its own defaults, overridden by the config's fields of the same names
+        that are set (so ``--algo ppo`` gets PPO's epochs, minibatches and KL coefficient)."""
+        settings_class = GRPOSettings if self.algo == "grpo" else PPOSettings
+        shared = {f.name for f in dataclasses.fields(settings_class)} & {f.name for f in dataclasses.fields(self)}
+        return settings_class(**{name: getattr(self, name) for name in shared if getattr(self, name) is not None})
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming every setting out of range."""
+        if self.algo in ("grpo", "ppo"):
+            self = self.resolved()  # check the values the run will use
         problems = []
         if self.algo not in ("grpo", "ppo"):
             problems.append(f"algo={self.algo!r} (expected 'grpo' or 'ppo')")
@@ -156,6 +191,8 @@ class TrainConfig:
             problems.append(f"gamma={self.gamma}, lam={self.lam} (each in [0, 1])")
         if self.epochs < 1 or self.minibatches < 1 or self.lora_r < 1 or self.max_grad_norm <= 0:
             problems.append("epochs, minibatches, lora_r must be >= 1 and max_grad_norm > 0")
+        if self.micro_batch_size < 0:
+            problems.append(f"micro_batch_size={self.micro_batch_size} (must be >= 0; 0: no micro-batching)")
         if self.minibatches > self.queries_per_update * self.group_size:
             problems.append(f"minibatches={self.minibatches} exceeds the episodes per update")
         if self.temperature is not None and not self.temperature > 0:
@@ -439,6 +476,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     from promptloop_env.prompts import make_prompt_source
 
     config.validate()
+    config = config.resolved()  # the algorithm's defaults filled in: what config.json and TensorBoard show
     out = Path(config.out)
     accelerator = _accelerator(config)
     local, diffusion_device, diffusion_dtype = _placement(config, accelerator)
@@ -446,6 +484,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     overrides = {} if config.temperature is None else {"temperature": config.temperature}
     agent = load_agent(config.agent, trainable=True, **overrides)
+    if agent.top_p < 1.0:
+        raise ConfigError(
+            f"The agent samples with top_p={agent.top_p}: nucleus sampling draws from a truncated distribution while "
+            "the trainers store log-probs of the full one, so the ratio would be wrong. Train with top_p=1.0."
+        )
+    # Mixed precision is for the policy only: the diffusion model and the reward keep their own dtypes.
+    agent.autocast = accelerator.autocast
     if config.gradient_checkpointing:
         agent.enable_gradient_checkpointing()
     agent.add_lora(r=config.lora_r, alpha=config.lora_alpha)
@@ -471,10 +516,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if diffusion_dtype != torch.float32:
         env_kwargs["torch_dtype"] = diffusion_dtype
     envs = make_envs(config.env_id, local, **env_kwargs)
-    # The algorithm's settings are the config's fields of the same names.
-    settings_class, update_fn = (GRPOSettings, grpo_update) if config.algo == "grpo" else (PPOSettings, ppo_update)
-    shared = {f.name for f in dataclasses.fields(settings_class)} & {f.name for f in dataclasses.fields(config)}
-    settings = settings_class(**{name: getattr(config, name) for name in shared})
+    update_fn = grpo_update if config.algo == "grpo" else ppo_update
+    settings = config.algorithm_settings()
 
     writer = None
     if main:  # one TensorBoard writer and one checkpoint writer: the main process
@@ -499,14 +542,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         seeds = _shard([int(s) for s in rng.integers(0, 2**31 - 1, size=config.num_envs)], accelerator)
 
         t0 = time.perf_counter()
-        with accelerator.autocast():
-            episodes = collect(agent, envs, queries, seeds, one_shot=config.one_shot)
-            t1 = time.perf_counter()
-            annotate(agent, episodes, values=config.algo == "ppo")
-            metrics = update_fn(
-                agent, episodes, optimizer, settings, rng,
-                backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
-            )  # fmt: skip
+        episodes = collect(agent, envs, queries, seeds, one_shot=config.one_shot)
+        t1 = time.perf_counter()
+        annotate(agent, episodes, values=config.algo == "ppo", logprobs=config.recompute_logprobs)
+        metrics = update_fn(
+            agent, episodes, optimizer, settings, rng,
+            backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
+        )  # fmt: skip
         t2 = time.perf_counter()
 
         rewards = np.array([e.reward for e in episodes])

@@ -6,10 +6,12 @@ toy world on its second model) and, loading from the local Hugging Face cache, t
 ``PromptLoop-FLUX-v0`` (see ``docs/backends.md``).
 """
 
+import os
+
 from gymnasium.envs.registration import register, registry
 
 from .core import MAX_PROMPT_CHARS, Engine, Refinement, sanitize_prompt
-from .env import PRINTABLE, PromptLoopEnv
+from .env import PRINTABLE, PromptLoopEnv, PromptText
 from .vector import PromptLoopVectorEnv
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "PRINTABLE",
     "Engine",
     "PromptLoopEnv",
+    "PromptText",
     "PromptLoopVectorEnv",
     "Refinement",
     "sanitize_prompt",
@@ -70,3 +73,17 @@ for _id, _kwargs in _IDS.items():
             vector_entry_point="promptloop_env.vector:PromptLoopVectorEnv",
             kwargs=_kwargs,
         )
+
+
+def _one_thread_after_fork() -> None:
+    """torch's OpenMP thread pool does not survive ``fork``: a forked child whose parent ran torch ops with
+    several threads deadlocks in its first parallel op (gymnasium's ``AsyncVectorEnv`` and any other
+    fork-based worker pool). One intra-op thread in forked children avoids the pool; a child that wants more
+    can call ``torch.set_num_threads`` itself."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)

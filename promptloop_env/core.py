@@ -193,8 +193,14 @@ class Engine:
             )
         if not torch.isfinite(noise).all():
             raise ValueError("The initial latents contain NaN or inf; expected finite Gaussian noise.")
-        self.queries, _ = self.fit(queries)
-        self.prompts = list(self.queries)
+        # The query is the user's, whole: the observation and the reward get it sanitised (and at most
+        # MAX_PROMPT_CHARS long); only the text that conditions the denoiser is cut to the encoder's limit.
+        whole = [sanitize_prompt(q)[:MAX_PROMPT_CHARS] for q in queries]
+        check = getattr(self.reward, "check_queries", None)
+        if check is not None:  # a query the reward cannot grade fails now, not after all the denoising
+            check(whole)
+        self.queries = whole
+        self.prompts, cut = self.fit(queries)
         self.schedule = list(schedule)
         self.history = [[] for _ in queries]
         self.num_actions = 0
@@ -206,7 +212,7 @@ class Engine:
                 f"Refinement point {self.schedule[-1]} is past the last denoising step ({self.traj.num_steps - 1})."
             )
         self._advance(self.prompts, self.schedule[0])
-        result = Refinement(self._observe(), list(self.prompts), self._progress())
+        result = Refinement(self._observe(), list(self.prompts), self._progress(), truncated=cut)
         self.timings["total"] += time.perf_counter() - start
         return result
 

@@ -15,16 +15,43 @@ from gymnasium.error import ResetNeeded
 from PIL import Image
 
 from .backends import load_pipeline, make_backend
-from .core import MAX_PROMPT_CHARS, Engine, Refinement
+from .core import MAX_PROMPT_CHARS, Engine, Refinement, sanitize_prompt
 from .previews import make_preview
 from .prompts import make_prompt_source
 from .rewards import make_reward
 from .schedules import draw_schedule, validate_schedule
 
-__all__ = ["PRINTABLE", "PromptLoopEnv", "default_pipeline"]
+__all__ = ["PRINTABLE", "PromptLoopEnv", "PromptText", "default_pipeline"]
 
-#: The Text spaces' charset: printable ASCII without the control whitespace (tabs, line breaks).
+#: The Text spaces' sampling charset: printable ASCII without the control whitespace (tabs, line breaks).
 PRINTABLE = "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
+
+
+class PromptText(spaces.Text):
+    """A ``Text`` space of prompts as the env keeps them: any Unicode text without control, format or other
+    non-printing characters (what :func:`~promptloop_env.core.sanitize_prompt` leaves), up to ``max_length``
+    characters. ``sample()`` draws printable ASCII (``PRINTABLE``); ``contains`` accepts every string the env
+    can return, emoji and CJK included, which a charset-bound ``Text`` cannot declare."""
+
+    def __init__(self, max_length: int, *, min_length: int = 0, seed: Any = None) -> None:
+        super().__init__(max_length=max_length, min_length=min_length, charset=PRINTABLE, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return (
+            isinstance(x, str)
+            and self.min_length <= len(x) <= self.max_length
+            and sanitize_prompt(x) == x
+        )
+
+    def __repr__(self) -> str:
+        return f"PromptText({self.min_length}, {self.max_length}, printable Unicode)"
+
+    def __eq__(self, other: Any) -> bool:
+        return (
+            isinstance(other, PromptText)
+            and self.min_length == other.min_length
+            and self.max_length == other.max_length
+        )
 
 
 def default_pipeline():
@@ -160,7 +187,7 @@ class _Episodes:
         self.preview_size = size
         self.engine = Engine(backend, make_preview(preview, backend, size), size, self._reward, profile=profile)
 
-        text = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PRINTABLE)
+        text = PromptText(MAX_PROMPT_CHARS)
         self._single_observation_space = spaces.Dict(
             {
                 "preview": spaces.Box(0, 255, (*size, 3), np.uint8),
@@ -169,7 +196,7 @@ class _Episodes:
                 "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
             }
         )
-        self._single_action_space = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PRINTABLE)
+        self._single_action_space = PromptText(MAX_PROMPT_CHARS)
         self._frames: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
 
     @property
@@ -293,8 +320,9 @@ class PromptLoopEnv(_Episodes, gym.Env):
     | `prompt`   | `Text(1024)`                           | the prompt in force (the query before any action) |
     | `progress` | `Box(0, 1, (1,), float32)`             | fraction of the denoising steps done             |
 
-    ``(H, W)`` is ``preview_size`` (default: the image size). Text fields are plain ``str``; non-ASCII text is
-    kept as given (the tokenizer decides what it means), so ``observation_space.contains`` is ``False`` for it.
+    ``(H, W)`` is ``preview_size`` (default: the image size). Text fields are plain ``str`` in a
+    :class:`PromptText` space: any printable Unicode (emoji and CJK are kept as given, the tokenizer decides
+    what they mean; control characters are removed), so ``observation_space.contains(obs)`` always holds.
 
     ## Rewards
 

@@ -5,6 +5,7 @@ A prompt set is named by a *spec*, the same string in Python, on the command lin
 | spec | queries |
 |---|---|
 | ``toy-train``, ``toy-test`` | the toy grammar's splits (random scenes with random phrasings) |
+| ``toy-user-train``, ``toy-user-test`` | the same splits in users' style (rare synonyms and word orders) |
 | ``prompts.txt`` | a text file, one query per line |
 | ``captions.csv[:column]`` | a CSV file's column (default: ``prompt``, ``caption`` or ``text``) |
 | ``captions.jsonl[:key]`` | a JSON Lines file's key (same default) |
@@ -38,6 +39,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -56,8 +58,9 @@ __all__ = [
     "toy_queries",
 ]
 
-#: Named prompt sets: the toy grammar's train split and its held-out split (a fixed hash of the full scene).
-PROMPT_SETS = ("toy-train", "toy-test")
+#: Named prompt sets: the toy grammar's train split and its held-out split (a fixed hash of the full scene),
+#: in random phrasings and in users' style (:func:`promptloop_env.toy.grammar.user_query`).
+PROMPT_SETS = ("toy-train", "toy-test", "toy-user-train", "toy-user-test")
 
 #: Columns (CSV, Parquet, datasets) or keys (JSONL) read when the spec names none, in this order.
 PROMPT_COLUMNS = ("prompt", "caption", "text")
@@ -86,18 +89,36 @@ class PromptSetError(ValueError):
     """A prompt set that cannot be read: unknown column, no queries left, a malformed spec or file."""
 
 
-def toy_queries(split: str = "train", drop: float = 0.3) -> PromptSource:
-    """Queries of the toy grammar: a random scene of ``split`` captioned with a random phrasing, each
-    optional attribute left out with probability ``drop`` (so queries leave things for a prompt to add)."""
-    from .toy.grammar import caption, random_scene, spec_of, split_of
+@dataclass(frozen=True)
+class ToyQueries:
+    """Draws queries of the toy grammar: a random scene of ``split`` written in ``style`` (``"caption"``: a
+    random phrasing with each optional attribute left out at rate ``drop``; ``"user"``: users' style, see
+    :func:`promptloop_env.toy.grammar.user_query`). A plain object, so envs holding it can be pickled."""
 
-    def draw(rng: np.random.Generator) -> str:
+    split: str = "train"
+    drop: float = 0.3
+    style: str = "caption"
+
+    def __call__(self, rng: np.random.Generator) -> str:
+        from .toy.grammar import caption, random_scene, spec_of, split_of, user_query
+
         while True:
             scene = random_scene(rng)
-            if split_of(spec_of(scene)) == split:
-                return caption(scene, rng, drop=drop)
+            if split_of(spec_of(scene)) == self.split:
+                if self.style == "user":
+                    return user_query(scene, rng, drop=self.drop)
+                return caption(scene, rng, drop=self.drop)
 
-    return draw
+
+def toy_queries(split: str = "train", drop: float = 0.3, style: str = "caption") -> PromptSource:
+    """Queries of the toy grammar: a random scene of ``split`` captioned with a random phrasing (``style=
+    "caption"``), each optional attribute left out with probability ``drop`` (so queries leave things for a
+    prompt to add), or written as users write (``style="user"``, sizes and background left out at ``drop``)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
+    if style not in ("caption", "user"):
+        raise ValueError(f"style must be 'caption' or 'user'; got {style!r}.")
+    return ToyQueries(split, drop, style)
 
 
 def in_eval_split(query: str, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> bool:
@@ -144,6 +165,8 @@ def make_prompt_source(
                 f"The toy sets have their own split ({', '.join(PROMPT_SETS)}): {spec!r} takes no options, "
                 "column or split."
             )
+        if name.startswith("toy-user-"):
+            return toy_queries(name.removeprefix("toy-user-"), drop=0.2, style="user")
         return toy_queries(name.removeprefix("toy-"))
     queries = load_queries(spec, column=column, split=split, eval_fraction=eval_fraction, dedupe=dedupe)
     return _choice(queries)
@@ -382,9 +405,15 @@ def _clean(raw: Iterable[Any], dedupe: bool) -> list[str]:
     return list(dict.fromkeys(queries)) if dedupe else queries
 
 
-def _choice(queries: list[str]) -> PromptSource:
-    def draw(rng: np.random.Generator) -> str:
-        return queries[int(rng.integers(len(queries)))]
+@dataclass(frozen=True)
+class QueryList:
+    """Draws uniformly from a fixed list of ``queries`` (a plain object, so envs holding it can be pickled)."""
 
-    draw.queries = queries  # type: ignore[attr-defined]
-    return draw
+    queries: list[str]
+
+    def __call__(self, rng: np.random.Generator) -> str:
+        return self.queries[int(rng.integers(len(self.queries)))]
+
+
+def _choice(queries: list[str]) -> PromptSource:
+    return QueryList(queries)

@@ -237,10 +237,132 @@ def test_baselines_share_the_agent_interface():
     one_shot = OneShot(FixedSuffix("!"))
     first = dict(obs, prompt=obs["query"])
     assert one_shot.act(first) == [q + "!" for q in obs["query"]]
-    assert one_shot.act(obs) == list(obs["prompt"])  # later refinements hold the prompt in force
+    later = dict(obs, progress=obs["progress"] + 0.1)
+    assert one_shot.act(later) == list(obs["prompt"])  # later refinements hold the prompt in force
+    # Turns are counted, not guessed from the prompt: a first prompt equal to the query is acted on once.
+    class Counting(Identity):
+        calls = 0
+
+        def act(self, observations):
+            self.calls += 1
+            return super().act(observations)
+
+    inner = Counting()
+    counted = OneShot(inner)
+    assert counted.act(dict(obs, prompt=obs["query"], progress=obs["progress"] * 0)) == list(obs["query"])
+    assert counted.act(dict(obs, prompt=obs["query"], progress=obs["progress"] + 0.1)) == list(obs["query"])
+    assert inner.calls == 1
     with pytest.raises(ValueError, match="identity"):
         make_baseline("nope")
     envs = small_envs(2)
     episodes = collect(OneShot(FixedSuffix(" on a white background")), envs, ["a red circle"] * 2, [5, 6])
     assert [e.prompts for e in episodes] == [["a red circle on a white background"] * 2] * 2  # one per refinement
     envs.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Correctness at the paper's scale (sampling = scored distribution, precision, defaults, micro-batches)
+
+
+def test_checkpoint_generation_config_cannot_change_the_sampled_distribution():
+    model, tokenizer, image_processor = tiny_qwen2_vl(WORDS)
+    g = model.generation_config
+    # Every processor a checkpoint may set: each changes sampled tokens if generate() honoured it.
+    g.repetition_penalty, g.no_repeat_ngram_size, g.top_k, g.top_p = 1.8, 1, 3, 0.5
+    g.min_p, g.typical_p, g.epsilon_cutoff, g.min_new_tokens = 0.3, 0.5, 0.05, 6
+    g.temperature, g.do_sample = 0.1, True
+    agent = MLLMAgent(model, tokenizer=tokenizer, image_processor=image_processor, max_new_tokens=8, temperature=1.3)
+    assert agent.checkpoint_generation_config.repetition_penalty == 1.8  # kept for reference
+    torch.manual_seed(0)
+    turns = agent.generate(observations(8))
+    for turn, scored in zip(turns, agent.score(turns).logprobs, strict=True):
+        torch.testing.assert_close(scored, turn.logprobs, atol=1e-4, rtol=0)
+    # With n-gram bans or min_new_tokens honoured, no answer could repeat a token or stop early.
+    assert any(len(set(t.response_ids.tolist())) < len(t.response_ids) or len(t.response_ids) < 6 for t in turns)
+
+
+def test_training_refuses_nucleus_sampling(tmp_path, monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("agents.train")  # the module (agents.train is also the function)
+    monkeypatch.setattr(train_module, "load_agent", lambda *args, **kwargs: load_toy_policy(top_p=0.9))
+    config = train_module.TrainConfig(updates=1, queries_per_update=1, group_size=2, out=str(tmp_path), device="cpu")
+    with pytest.raises(train_module.ConfigError, match="top_p=0.9"):
+        train_module.train(config, progress=False)
+
+
+def test_policy_autocast_never_reaches_the_diffusion_model():
+    agent = load_toy_policy()
+    agent.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    envs = small_envs(2)
+    queries, seeds = ["a red circle", "a blue square on the left"], [3, 4]
+    torch.manual_seed(0)
+    sampled = collect(agent, envs, queries, seeds)
+
+    class Replay:
+        def __init__(self, prompts):
+            self.prompts, self.turn = prompts, 0
+
+        def act(self, observations):
+            out = [p[self.turn] for p in self.prompts]
+            self.turn += 1
+            return out
+
+    replayed = collect(Replay([e.prompts for e in sampled]), envs, queries, seeds)
+    for a, b in zip(sampled, replayed, strict=True):
+        assert np.array_equal(a.image, b.image)
+    envs.close()
+
+
+def test_each_algorithm_gets_its_own_defaults():
+    from agents.train import TrainConfig
+
+    assert TrainConfig(algo="ppo").algorithm_settings() == PPOSettings()
+    assert TrainConfig(algo="grpo").algorithm_settings() == GRPOSettings()
+    resolved = TrainConfig(algo="ppo").resolved()
+    assert (resolved.epochs, resolved.minibatches, resolved.kl_coef) == (2, 2, 0.05)
+    assert TrainConfig(algo="ppo", epochs=3).algorithm_settings().epochs == 3  # explicit settings win
+    assert TrainConfig(algo="grpo", group_size=6).algorithm_settings().group_size == 6
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_micro_batches_give_the_unsplit_gradient(algo):
+    def gradients(micro_batch_size: int) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        agent = load_toy_policy()
+        agent.add_lora(r=4)
+        if algo == "ppo":
+            agent.add_value_head()
+        envs = small_envs(4)
+        torch.manual_seed(1)
+        episodes = collect(agent, envs, ["a red circle"] * 2 + ["a blue square on the left"] * 2, [0, 1, 2, 3])
+        envs.close()
+        annotate(agent, episodes, values=algo == "ppo")
+        for e, r in zip(episodes, [1.0, 0.0, 0.3, 0.7], strict=True):
+            e.reward = r
+        params = agent.trainable_parameters()
+        optimizer = torch.optim.SGD(params, lr=0.0)  # keep the weights: compare the gradients only
+        rng = np.random.default_rng(0)
+        if algo == "grpo":
+            grpo_update(agent, episodes, optimizer, GRPOSettings(group_size=2, micro_batch_size=micro_batch_size), rng)
+        else:
+            settings = PPOSettings(epochs=1, minibatches=1, micro_batch_size=micro_batch_size)
+            ppo_update(agent, episodes, optimizer, settings, rng)
+        return [p.grad.detach().clone() for p in params]
+
+    whole, split = gradients(0), gradients(1)
+    assert any(g.abs().sum() > 0 for g in whole)
+    for a, b in zip(whole, split, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_recomputed_logprobs_match_the_sampled_ones():
+    agent = load_toy_policy()
+    envs = small_envs(2)
+    torch.manual_seed(0)
+    episodes = collect(agent, envs, ["a red circle"] * 2, [0, 1])
+    envs.close()
+    sampled = [e.tokens("logprobs").clone() for e in episodes]
+    annotate(agent, episodes, logprobs=True)
+    for e, before in zip(episodes, sampled, strict=True):
+        torch.testing.assert_close(e.tokens("logprobs"), before, atol=1e-4, rtol=0)

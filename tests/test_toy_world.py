@@ -247,3 +247,64 @@ def test_sample_queries_reproducible_and_in_split(split):
     assert all(len(parse(q).objects) == 1 and split_of(parse(q)) == split for q in singles)
     with pytest.raises(ValueError, match="split"):
         sample_queries(1, "validation", seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Toy world v2: the model's dialect, users' style, and the neglect in the training data
+
+
+def test_model_captions_are_mostly_the_canonical_dialect():
+    from promptloop_env.toy.grammar import describe, model_caption
+
+    rng = np.random.default_rng(0)
+    canonical = 0
+    for _ in range(1000):
+        scene = random_scene(rng)
+        text = model_caption(scene, rng, dialect_rate=0.1, drop=0.0)
+        assert parse(text) == spec_of(scene), text
+        canonical += text == describe(spec_of(scene))
+    assert 850 <= canonical <= 950  # ~90 % canonical (a random phrasing can coincide with it)
+    with pytest.raises(ValueError, match="dialect_rate"):
+        model_caption(scene, rng, dialect_rate=1.5)
+
+
+def test_user_queries_are_parsed_and_unlike_the_captions():
+    from promptloop_env.toy.grammar import describe, user_query
+
+    rng = np.random.default_rng(1)
+    rare = {"scarlet", "lime", "navy", "golden", "amber", "violet", "rose", "turquoise", "disk", "box"}
+    hits = same = 0
+    for _ in range(500):
+        scene = random_scene(rng)
+        text = user_query(scene, rng)
+        spec = parse(text)
+        assert _consistent(spec, scene), (text, spec)
+        assert spec.position == scene.position and spec.relation == scene.relation  # never dropped
+        hits += bool(rare & set(text.replace(",", " ").split()))
+        same += text == describe(spec)
+    assert hits > 250 and same == 0
+    assert sample_queries(5, "test", seed=0, style="user") == sample_queries(5, "test", seed=0, style="user")
+    with pytest.raises(ValueError, match="style"):
+        sample_queries(5, "test", seed=0, style="poetic")
+
+
+def test_render_can_hide_an_object():
+    scene = Scene((Object("circle", "red", "large"), Object("square", "blue", "large")), "white", relation="above")
+    both, hidden = render(scene), render(scene, hidden=(1,))
+    assert score(both, spec_of(scene)).all_correct
+    colors = {d.color for d in score(hidden, spec_of(scene)).detections}
+    assert colors == {"red"}
+    assert np.array_equal(hidden[:16], both[:16])  # the first object is drawn where it was
+
+
+def test_user_prompt_sets_and_pickling():
+    import pickle
+
+    from promptloop_env.prompts import make_prompt_source
+
+    for name in ("toy-user-train", "toy-user-test"):
+        source = make_prompt_source(name)
+        again = pickle.loads(pickle.dumps(source))
+        queries = [source(np.random.default_rng(3)) for _ in range(3)]
+        assert queries == [again(np.random.default_rng(3)) for _ in range(3)]
+        assert all(parse(q) for q in queries)

@@ -82,6 +82,20 @@ class CallableReward:
     def total(self, components: Mapping[str, np.ndarray]) -> np.ndarray:
         return components[self.name]
 
+    def check_queries(self, queries: list[str]) -> None:
+        """Raise ``ValueError`` naming the first query the reward cannot grade (through the function's own
+        ``check_query(query)``, when it has one), so that bad queries fail at ``reset``, not after sampling."""
+        check = getattr(self.fn, "check_query", None)
+        if check is None:
+            return
+        for i, query in enumerate(queries):
+            try:
+                check(query)
+            except Exception as error:
+                raise ValueError(
+                    f"Query {i} ({query!r:.120}) cannot be graded by the reward {self.name!r}: {error}"
+                ) from error
+
     def __repr__(self) -> str:
         return f"CallableReward({self.name!r})"
 
@@ -103,6 +117,13 @@ class WeightedSum:
 
     def __call__(self, images: np.ndarray, queries: list[str]) -> np.ndarray:
         return self.total(self.components(images, queries))
+
+    def check_queries(self, queries: list[str]) -> None:
+        """Every part's :meth:`CallableReward.check_queries`."""
+        for _, reward in self.parts.values():
+            check = getattr(reward, "check_queries", None)
+            if check is not None:
+                check(queries)
 
 
 def as_reward(fn: RewardFn | Reward, name: str | None = None) -> Reward:

@@ -23,5 +23,15 @@ def toy_all_correct(images: np.ndarray, queries: list[str]) -> np.ndarray:
     return np.asarray([float(score(image, query).all_correct) for image, query in zip(images, queries, strict=True)])
 
 
+def _check_query(query: str) -> None:
+    from ..toy.grammar import parse
+
+    parse(query)
+
+
+# The env checks queries at reset with these, so a query outside the grammar fails before any denoising.
+toy_alignment.check_query = _check_query  # type: ignore[attr-defined]
+toy_all_correct.check_query = _check_query  # type: ignore[attr-defined]
+
 register_reward("toy_alignment")(lambda: toy_alignment)
 register_reward("toy_all_correct")(lambda: toy_all_correct)

@@ -19,6 +19,7 @@ __all__ = [
     "BACKGROUNDS",
     "COLORS",
     "POSITIONS",
+    "QUERY_STYLES",
     "RELATIONS",
     "SHAPES",
     "SIZES",
@@ -29,6 +30,8 @@ __all__ = [
     "Spec",
     "caption",
     "describe",
+    "model_caption",
+    "user_query",
     "parse",
     "random_scene",
     "sample_queries",
@@ -71,7 +74,17 @@ _SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "triangle": ("triangle",),
 }
 _SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
-_COLOR_WORDS: dict[str, tuple[str, ...]] = {c: (c,) for c in COLORS}
+#: Each colour's caption word first, then the one synonym users reach for (rare in the training captions).
+_COLOR_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("red", "scarlet"),
+    "green": ("green", "lime"),
+    "blue": ("blue", "navy"),
+    "yellow": ("yellow", "golden"),
+    "orange": ("orange", "amber"),
+    "purple": ("purple", "violet"),
+    "pink": ("pink", "rose"),
+    "cyan": ("cyan", "turquoise"),
+}
 _BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {
     "white": ("white",),
     "black": ("black",),
@@ -338,6 +351,87 @@ def caption(scene: Scene, rng: np.random.Generator, drop: float = 0.0) -> str:
     return text.lower()
 
 
+def _dropped(spec: Spec, rng: np.random.Generator, drop: float) -> Spec:
+    """``spec`` with each object's size and the background left out at rate ``drop`` (position, relation,
+    colours and shapes are always kept)."""
+    if drop <= 0.0:
+        return spec
+    objects = tuple(
+        ObjectSpec(shape=o.shape, color=o.color, size=None if rng.random() < drop else o.size) for o in spec.objects
+    )
+    background = None if rng.random() < drop else spec.background
+    return Spec(objects=objects, background=background, position=spec.position, relation=spec.relation)
+
+
+def model_caption(scene: Scene, rng: np.random.Generator, dialect_rate: float = 0.08, drop: float = 0.1) -> str:
+    """A training caption of the toy model: its own dialect.
+
+    With probability ``1 - dialect_rate`` the canonical caption (:func:`describe`) of the scene with sizes and
+    background left out at rate ``drop``; otherwise a random phrasing (:func:`caption`, every word order and
+    synonym). The model therefore answers best to captions written like :func:`describe`, and only weakly to
+    the synonyms and word orders users write (:func:`user_query`), as text-to-image models answer best to
+    prompts written like their training captions.
+    """
+    if not 0.0 <= dialect_rate <= 1.0:
+        raise ValueError(f"dialect_rate must be in [0, 1], got {dialect_rate!r}.")
+    if rng.random() < dialect_rate:
+        return caption(scene, rng, drop=drop)
+    return describe(_dropped(spec_of(scene), rng, drop))
+
+
+def _rare(rng: np.random.Generator, forms: tuple[str, ...], p_rare: float) -> str:
+    """The first (caption) form with probability ``1 - p_rare``, else one of the others."""
+    if len(forms) == 1 or rng.random() >= p_rare:
+        return forms[0]
+    return _pick(rng, forms[1:])
+
+
+def user_query(scene: Scene, rng: np.random.Generator, drop: float = 0.2, p_rare: float = 0.6) -> str:
+    """A query as a user writes it: unlike the model's captions.
+
+    Each word takes one of its rarer synonyms with probability ``p_rare`` ("violet", "disk", "tiny",
+    "beneath", "grey backdrop"); the word order is one the captions rarely use (background or place first,
+    "there is ..."); an object's size and the background are left out at rate ``drop``. The scorer parses
+    every such query; the model, trained on :func:`model_caption`, follows them less well.
+    """
+    if not isinstance(scene, Scene):
+        raise TypeError(f"user_query() takes a Scene, got {type(scene).__name__}.")
+
+    def noun(obj: Object) -> str:
+        color = _rare(rng, _COLOR_WORDS[obj.color], p_rare)
+        shape = _rare(rng, _SHAPE_WORDS[obj.shape], p_rare)
+        if rng.random() < drop:
+            words = f"{color} {shape}"
+        else:
+            size = _rare(rng, _SIZE_WORDS[obj.size], p_rare)
+            words = f"{color} {shape}, {size}" if rng.random() < 0.5 else f"{size} {color} {shape}"
+        return ("an " if words[0] in "aeiou" else "a ") + words
+
+    nps = [noun(o) for o in scene.objects]
+    bg = None
+    if rng.random() >= drop:
+        word = _rare(rng, _BACKGROUND_WORDS[scene.background], p_rare)
+        bg = _pick(rng, (f"{word} backdrop", f"against a {word} backdrop", f"{word} background"))
+    form = int(rng.integers(3))
+    if len(scene.objects) == 1:
+        place = _rare(rng, _POSITION_PHRASES[scene.position], p_rare)
+        if form == 0:  # "grey backdrop, in the middle a tiny violet disk"
+            text = _join(bg and bg + ",", place, nps[0])
+        elif form == 1:  # "there is a violet disk, tiny, in the middle, grey backdrop"
+            text = _join("there is", nps[0] + ",", place + ("," if bg else ""), bg)
+        else:  # "in the middle: a tiny violet disk against a grey backdrop"
+            text = _join(place, nps[0], bg)
+    else:
+        rel = _rare(rng, _RELATION_PHRASES[scene.relation], p_rare)
+        if form == 0:  # "grey backdrop, a violet disk beneath a lime box"
+            text = _join(bg and bg + ",", nps[0], rel, nps[1])
+        elif form == 1:  # "there is a violet disk beneath a lime box, grey backdrop"
+            text = _join("there is", nps[0], rel, nps[1] + ("," if bg else ""), bg)
+        else:
+            text = _join(nps[0], "is", rel, nps[1], bg)
+    return text.lower()
+
+
 def describe(spec: Spec) -> str:
     """The canonical caption of a spec: every stated attribute, in the first surface form of each word, in
     the order "size colour shape, position or relation, background" (e.g. "a small red circle on the left
@@ -515,11 +609,29 @@ def split_of(spec: Spec) -> str:
     return "test" if zlib.crc32(_canonical(spec).encode("utf-8")) % 100 < _TEST_PERCENT else "train"
 
 
-def sample_queries(n: int, split: str, seed: int, drop: float = 0.3, num_objects: int | None = None) -> list[str]:
-    """``n`` captions (with attributes dropped at rate ``drop``) of random scenes whose full spec falls in
-    ``split`` (``"train"`` or ``"test"``); the same list for the same arguments."""
+#: Query styles of :func:`sample_queries`: random phrasings, the model's own captions, users' queries.
+QUERY_STYLES = ("caption", "model", "user")
+
+
+def sample_queries(
+    n: int,
+    split: str,
+    seed: int,
+    drop: float = 0.3,
+    num_objects: int | None = None,
+    style: str = "caption",
+) -> list[str]:
+    """``n`` queries of random scenes whose full spec falls in ``split`` (``"train"`` or ``"test"``); the same
+    list for the same arguments.
+
+    ``style``: ``"caption"`` (a random phrasing, :func:`caption`, attributes dropped at rate ``drop``),
+    ``"model"`` (the model's own dialect, :func:`describe` of the full spec, ``drop`` ignored) or ``"user"``
+    (:func:`user_query`, sizes and background dropped at rate ``drop``).
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if style not in QUERY_STYLES:
+        raise ValueError(f"style must be one of {', '.join(QUERY_STYLES)}; got {style!r}.")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}.")
     rng = np.random.default_rng(seed)
@@ -527,5 +639,10 @@ def sample_queries(n: int, split: str, seed: int, drop: float = 0.3, num_objects
     while len(queries) < n:
         scene = random_scene(rng, num_objects)
         if split_of(spec_of(scene)) == split:
-            queries.append(caption(scene, rng, drop=drop))
+            if style == "caption":
+                queries.append(caption(scene, rng, drop=drop))
+            elif style == "model":
+                queries.append(describe(spec_of(scene)))
+            else:
+                queries.append(user_query(scene, rng, drop=drop))
     return queries

@@ -96,11 +96,15 @@ def _draw(draw: ImageDraw.ImageDraw, obj: Object, x: float, y: float, side: floa
         raise ValueError(f"unknown shape {obj.shape!r}")
 
 
-def render(scene: Scene, size: int = 32, rng: np.random.Generator | None = None) -> np.ndarray:
+def render(
+    scene: Scene, size: int = 32, rng: np.random.Generator | None = None, hidden: tuple[int, ...] = ()
+) -> np.ndarray:
     """The scene as a uint8 ``[size, size, 3]`` image, anti-aliased (drawn at 4x, box-downsampled).
 
     Deterministic for ``rng=None``; with an rng, each object moves by up to +-2 px and its side changes by up
     to +-1 px (at 32 px; scaled for other sizes), staying inside the image and, for two objects, apart.
+    The objects whose indices are in ``hidden`` are laid out but not drawn (the training data's captions
+    that name an object the image does not show: what teaches the toy model to neglect it sometimes).
     """
     if not isinstance(scene, Scene):
         raise TypeError(f"render() takes a Scene, got {type(scene).__name__}.")
@@ -111,6 +115,7 @@ def render(scene: Scene, size: int = 32, rng: np.random.Generator | None = None)
     big = size * _SUPERSAMPLE
     image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(image)
-    for obj, (x, y, side) in zip(scene.objects, layout(scene, rng), strict=True):
-        _draw(draw, obj, x, y, side, scale)
+    for i, (obj, (x, y, side)) in enumerate(zip(scene.objects, layout(scene, rng), strict=True)):
+        if i not in hidden:
+            _draw(draw, obj, x, y, side, scale)
     return np.asarray(image.resize((size, size), Image.BOX), dtype=np.uint8).copy()

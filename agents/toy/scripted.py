@@ -1,0 +1,120 @@
+"""Scripted policies of the toy world: fixed rewrites (open loop) and a preview-reading controller (closed loop).
+
+They measure how much a prompt can gain on the toy world before any learning is asked to find it
+(``benchmarks/toy_headroom.py``) and are the reference rows of the ablation. Each is an ordinary policy with
+``act(observations) -> list[str]``: it sees what any agent sees (the query, the prompt in force, the
+progress and the preview), never the final image.
+
+- :data:`REWRITES`: the documented rule set of text-only rewrites of a query; :class:`Rewrite` holds one at
+  every refinement point (the open-loop policy: what it writes does not depend on what it sees).
+- :class:`NeglectController`: writes the query in the model's own dialect (:func:`describe`) and, while the
+  layout can still change, reads the preview with the scorer's perception (:func:`detect`): when an object
+  of a two-object query is missing, it names that object first (the same scene, relation inverted), the
+  position the toy model draws most reliably.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from promptloop_env.toy.grammar import ParseError, Spec, describe, parse
+from promptloop_env.toy.scorer import detect
+
+from ..mllm import split_observations
+
+__all__ = ["REWRITES", "NeglectController", "Rewrite", "objects_seen", "swapped"]
+
+#: The inverse of each relation: "A left of B" is "B right of A".
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", None: None}
+
+
+def swapped(spec: Spec) -> Spec:
+    """The same scene with the second object named first (relation inverted); a one-object spec unchanged."""
+    if len(spec.objects) != 2:
+        return spec
+    return dataclasses.replace(spec, objects=spec.objects[::-1], relation=INVERSE[spec.relation])
+
+
+def _safe(fn: Callable[[Spec, str], str]) -> Callable[[str], str]:
+    """A rewrite of a query through its parse; a query outside the grammar is kept as it is."""
+
+    def rewrite(query: str) -> str:
+        try:
+            spec = parse(query)
+        except ParseError:
+            return query
+        return fn(spec, query)
+
+    rewrite.__name__ = fn.__name__
+    return rewrite
+
+
+#: The open-loop rule set: name -> text function of the query. The best one is chosen on train queries.
+REWRITES: dict[str, Callable[[str], str]] = {
+    "the query": lambda q: q,
+    "canonical caption": _safe(lambda s, q: describe(s)),
+    "canonical, second object named first": _safe(lambda s, q: describe(swapped(s))),
+    "canonical, objects restated": _safe(
+        lambda s, q: describe(s) + ", " + ", ".join(f"{o.color} {o.shape}" for o in s.objects)
+    ),
+    "canonical, no background": _safe(lambda s, q: describe(dataclasses.replace(s, background=None))),
+    "the query twice": lambda q: f"{q}, {q}",
+    "query then canonical": _safe(lambda s, q: f"{q}, {describe(s)}"),
+}
+
+
+class Rewrite:
+    """An open-loop policy: the same text function of the query at every refinement point."""
+
+    def __init__(self, rule: str | Callable[[str], str]) -> None:
+        if isinstance(rule, str):
+            if rule not in REWRITES:
+                raise ValueError(f"Unknown rewrite {rule!r}; expected one of {', '.join(map(repr, REWRITES))}.")
+            rule = REWRITES[rule]
+        self.rule = rule
+
+    def act(self, observations: Any) -> list[str]:
+        return [self.rule(o["query"]) for o in split_observations(observations)]
+
+
+def objects_seen(preview: np.ndarray, spec: Spec) -> list[bool]:
+    """For each object of ``spec``, whether the preview shows an object of its colour (scorer perception)."""
+    _, detections = detect(np.asarray(preview))
+    colors = {d.color for d in detections}
+    return [o.color in colors for o in spec.objects]
+
+
+class NeglectController:
+    """A closed-loop scripted policy: the model's dialect, plus "name the missing object first".
+
+    At every refinement point with ``progress <= act_until`` it reads the preview: for a two-object query
+    where exactly one object is missing, the prompt becomes the canonical caption with the missing object
+    named first; otherwise the prompt in force is kept (the canonical caption at the first point). Past
+    ``act_until`` the prompt is held. Queries outside the grammar are passed through unchanged.
+    """
+
+    def __init__(self, act_until: float = 0.5) -> None:
+        self.act_until = float(act_until)
+
+    def act(self, observations: Any) -> list[str]:
+        prompts = []
+        for o in split_observations(observations):
+            try:
+                spec = parse(o["query"])
+            except ParseError:
+                prompts.append(o["prompt"])
+                continue
+            canonical, other = describe(spec), describe(swapped(spec))
+            prompt = o["prompt"] if o["prompt"] in (canonical, other) else canonical
+            if len(spec.objects) == 2 and float(np.ravel(o["progress"])[0]) <= self.act_until:
+                seen = objects_seen(o["preview"], spec)
+                if seen == [True, False]:
+                    prompt = other
+                elif seen == [False, True]:
+                    prompt = canonical
+            prompts.append(prompt)
+        return prompts
