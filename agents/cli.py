@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import CheckpointError
 from .train import ConfigError, TrainConfig
 
 __all__ = ["load_config", "main"]
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind}: {path}")
         else:
             print(run_eval(args))
-    except ConfigError as error:
+    except (ConfigError, CheckpointError) as error:
         print(f"promptloop {args.command}: {error}", file=sys.stderr)
         return 2
     return 0

@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .checkpoint import atomic_folder, atomic_write_text
+from .checkpoint import CheckpointError, atomic_folder, load_checkpoint, rng_states, save_checkpoint
 from .grpo import GRPOSettings, grpo_update
 from .mllm import MLLMAgent
 from .ppo import PPOSettings, ppo_update
@@ -41,10 +39,6 @@ _DIFFUSION_DTYPES = ("float32", "bfloat16", "float16")
 
 class ConfigError(ValueError):
     """A training or evaluation setting out of range; raised before any work starts."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or unreadable."""
 
 
 def _f(default: Any, help: str) -> Any:
@@ -82,8 +76,9 @@ class TrainConfig:
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")
     kl_coef: float | None = _f(
-        None, "KL penalty coefficient (GRPO: k3 in the loss; PPO: per-token reward); None: the algorithm's default "
-        "(GRPO 0.04, PPO 0.05)"
+        None,
+        "KL penalty coefficient (GRPO: k3 in the loss; PPO: per-token reward); None: the algorithm's default "
+        "(GRPO 0.04, PPO 0.05)",
     )
     clip: float = _f(0.2, "ratio clipping range")
     epochs: int | None = _f(None, "passes over each batch of episodes; None: the algorithm's default (GRPO 1, PPO 2)")
@@ -169,8 +164,10 @@ class TrainConfig:
                 steps = self.schedule_steps()
             except ValueError:
                 steps = None
-            if steps is None or len(steps) != self.num_refinements or not all(
-                0 <= s < self.num_inference_steps for s in steps
+            if (
+                steps is None
+                or len(steps) != self.num_refinements
+                or not all(0 <= s < self.num_inference_steps for s in steps)
             ):
                 problems.append(
                     f"schedule={self.schedule!r} (expected 'random', 'uniform' or {self.num_refinements} "
@@ -256,114 +253,6 @@ def load_agent(spec: str, *, trainable: bool = False, **settings: Any) -> MLLMAg
 def make_envs(env_id: str, num_envs: int, **kwargs: Any) -> Any:
     """A vector env of ``num_envs`` sub-envs (one denoiser call per step for all of them)."""
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _checkpoint_dir(out: Path, update: int) -> Path:
-    return out / "checkpoints" / f"update_{update:06d}"
-
-
-def _rng_key(name: str, process: int) -> str:
-    """Process 0's RNG states are stored as ``torch`` / ``cuda`` (the single-process names), process p's as
-    ``torch_process_p`` / ``cuda_process_p``."""
-    return name if process == 0 else f"{name}_process_{process}"
-
-
-def rng_states(accelerator: Any = None) -> dict[str, torch.Tensor]:
-    """The sampling RNG states of this process (torch's, and the current CUDA device's when it has one), or, with
-    a multi-process ``accelerator``, of every process (gathered; every process must call it)."""
-    local = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        local["cuda"] = torch.cuda.get_rng_state()
-    if accelerator is None or accelerator.num_processes == 1:
-        return local
-    states = {}
-    for name, state in local.items():
-        gathered = accelerator.gather(state.to(accelerator.device)[None]).cpu()
-        states.update({_rng_key(name, p): gathered[p] for p in range(accelerator.num_processes)})
-    return states
-
-
-def save_checkpoint(
-    out: Path,
-    update: int,
-    agent: MLLMAgent,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    rng: dict[str, torch.Tensor] | None = None,
-    num_processes: int = 1,
-) -> Path:
-    """Write the adapter, value head, optimizer and RNG states (``rng``, default: this process's) after
-    ``update`` updates, atomically."""
-    from safetensors.torch import save_file
-
-    target = _checkpoint_dir(out, update)
-    with atomic_folder(target) as folder:
-        agent.model.save_pretrained(str(folder / "adapter"))
-        if agent.value_head is not None:
-            save_file(agent.value_head.state_dict(), str(folder / "value_head.safetensors"))
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        save_file(rng if rng is not None else rng_states(), str(folder / "rng.safetensors"))
-        state = {"update": update, "config": dataclasses.asdict(config)}
-        if num_processes > 1:
-            state["num_processes"] = num_processes
-        (folder / "state.json").write_text(json.dumps(state, indent=2))
-    atomic_write_text(out / "checkpoints" / "latest", target.name + "\n")
-    kept = sorted((out / "checkpoints").glob("update_*"))
-    for old in kept[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a run folder (its ``checkpoints/latest``) or a checkpoint folder itself."""
-    path = Path(path)
-    if (path / "state.json").exists():
-        return path
-    latest = path / "checkpoints" / "latest"
-    if latest.exists():
-        candidate = path / "checkpoints" / latest.read_text().strip()
-        if (candidate / "state.json").exists():
-            return candidate
-    raise CheckpointError(
-        f"No checkpoint at {path}: expected a run folder with checkpoints/latest or a checkpoint folder with "
-        "state.json (written by `promptloop train`)."
-    )
-
-
-def load_checkpoint(path: str | Path, agent: MLLMAgent, optimizer: torch.optim.Optimizer, process: int = 0) -> int:
-    """Restore adapter, value head, optimizer and RNG state (process ``process``'s in a multi-process run);
-    return the number of updates done."""
-    from peft import set_peft_model_state_dict
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = find_checkpoint(path)
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        adapter = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
-        set_peft_model_state_dict(agent.model, adapter)
-        if agent.value_head is not None:
-            agent.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        rng = load_file(str(folder / "rng.safetensors"))
-        if _rng_key("torch", process) in rng:
-            torch.set_rng_state(rng[_rng_key("torch", process)])
-            if _rng_key("cuda", process) in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state(rng[_rng_key("cuda", process)])
-        else:
-            warnings.warn(
-                f"Checkpoint {folder} was written by {state.get('num_processes', 1)} process(es) and has no sampling "
-                f"RNG state for process {process}; it continues from a fresh seed, so the run is not an exact "
-                "continuation.",
-                stacklevel=2,
-            )
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-        raise CheckpointError(f"Checkpoint {folder} is incomplete or unreadable: {error}") from error
-    return int(state["update"])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -523,7 +412,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if main:  # one TensorBoard writer and one checkpoint writer: the main process
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start * config.num_envs if start else None)
+        # Events after the checkpoint (from an interrupted run) are dropped; the checkpoint's own point is kept.
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start * config.num_envs + 1 if start else None)
         if start == 0:
             writer.add_text("config", _config_markdown(config))
     metrics: dict[str, float] = {}
@@ -587,7 +477,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         if (update + 1) % config.checkpoint_every == 0 or update + 1 == config.updates:
             states = rng_states(accelerator)  # every process takes part in the gather
             if main:
-                save_checkpoint(out, update + 1, agent, optimizer, config, states, accelerator.num_processes)
+                state: dict[str, Any] = {"config": dataclasses.asdict(config)}
+                if accelerator.num_processes > 1:
+                    state["num_processes"] = accelerator.num_processes
+                save_checkpoint(out, update + 1, agent, optimizer, state, states, keep=config.keep_checkpoints)
             accelerator.wait_for_everyone()  # nobody runs ahead of (or reads) a checkpoint being written
     envs.close()
     if main:

@@ -37,11 +37,7 @@ class PromptText(spaces.Text):
         super().__init__(max_length=max_length, min_length=min_length, charset=PRINTABLE, seed=seed)
 
     def contains(self, x: Any) -> bool:
-        return (
-            isinstance(x, str)
-            and self.min_length <= len(x) <= self.max_length
-            and sanitize_prompt(x) == x
-        )
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length and sanitize_prompt(x) == x
 
     def __repr__(self) -> str:
         return f"PromptText({self.min_length}, {self.max_length}, printable Unicode)"
@@ -121,6 +117,65 @@ def _scheduler_from_name(name: str, template: Any) -> Any:
     return classes[name].from_config(template.config, **extra)
 
 
+def _check_timesteps(backend: Any, num_steps: int) -> None:
+    """Refuse at construction a step count the scheduler cannot run (e.g. 1000 steps of a 1000-timestep DDIM
+    with ``steps_offset=1`` reaches timestep 1000, an IndexError at the first step)."""
+    scheduler = getattr(backend, "scheduler", None)
+    if scheduler is None or "FlowMatch" in type(scheduler).__name__:
+        return  # flow schedulers take their sigmas from the backend; any count of at least 2 works
+    probe = type(scheduler).from_config(scheduler.config)
+    limit = getattr(scheduler.config, "num_train_timesteps", None)
+    try:
+        probe.set_timesteps(num_steps)
+        ok = limit is None or int(max(probe.timesteps)) < limit
+    except Exception as error:  # noqa: BLE001  (the scheduler's own complaint, reworded below)
+        ok, limit = False, f"{limit} ({error})"
+    if not ok:
+        raise ValueError(
+            f"num_inference_steps={num_steps} is more than {type(scheduler).__name__} can run over its {limit} "
+            "training timesteps (with its timestep spacing and offset); use fewer steps."
+        )
+
+
+def _available_memory() -> float:
+    """Bytes of memory available now (Linux ``/proc/meminfo``; elsewhere psutil, else unknown: inf)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except ImportError:
+        return float("inf")
+
+
+#: Rough bytes per sub-env that do not depend on the image: gymnasium's per-env spaces and generators.
+_PER_ENV_BYTES = 60e3
+
+
+def _check_memory(num_envs: int, backend: Any, preview_size: tuple[int, int]) -> None:
+    """Refuse a batch whose rough peak memory (float images and the VAE decoder's full-resolution activations,
+    previews, latents, per-env bookkeeping) exceeds what is available, before anything is allocated."""
+    height, width = int(getattr(backend, "height", 0)), int(getattr(backend, "width", 0))
+    vae = getattr(getattr(backend, "pipeline", None), "vae", None)
+    channels = (getattr(getattr(vae, "config", None), "block_out_channels", None) or (128,))[0]
+    itemsize = 4 if getattr(backend, "dtype", torch.float32) == torch.float32 else 2
+    per_env = (
+        _PER_ENV_BYTES + height * width * (3 * 4 + 3 * channels * itemsize) + 2 * 3 * preview_size[0] * preview_size[1]
+    )
+    needed, available = num_envs * per_env, _available_memory()
+    if needed > 0.9 * available:
+        raise MemoryError(
+            f"{num_envs} sub-env(s) of {height} x {width} images (previews {preview_size[0]} x {preview_size[1]}) "
+            f"need about {needed / 2**30:.1f} GiB at their peak and {available / 2**30:.1f} GiB is available. "
+            "Use fewer sub-envs or smaller images, or pass check_memory=False to try anyway."
+        )
+
+
 class _Episodes:
     """What the single and the vector env share: building the engine and drawing an episode's start."""
 
@@ -148,6 +203,8 @@ class _Episodes:
         torch_dtype: Any,
         local_files_only: bool | None,
         profile: bool,
+        text_cache_size: int | None = None,
+        check_memory: bool = True,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -177,14 +234,28 @@ class _Episodes:
         )
         if scheduler is not None:
             sampling["scheduler"] = _scheduler_from_name(scheduler, pipe.scheduler)
+        if text_cache_size is not None:
+            if not isinstance(text_cache_size, (int, np.integer)) or text_cache_size < 0:
+                raise ValueError(
+                    f"text_cache_size must be an int >= 0 (prompt encodings kept); got {text_cache_size!r}."
+                )
+            sampling["cache_size"] = int(text_cache_size)
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 8):
+                raise ValueError(f"{name} must be an int >= 8 (pixels) or None for the model's default; got {value!r}.")
         backend = make_backend(pipe, **sampling)
+        _check_timesteps(backend, self.num_inference_steps)
         if preview_size is None:
             size = (backend.height, backend.width)
         elif isinstance(preview_size, int):
             size = (preview_size, preview_size)
         else:
             size = (int(preview_size[0]), int(preview_size[1]))
+        if min(size) < 1:
+            raise ValueError(f"preview_size must be positive; got {preview_size!r}.")
         self.preview_size = size
+        if check_memory:
+            _check_memory(num_envs, backend, size)
         self.engine = Engine(backend, make_preview(preview, backend, size), size, self._reward, profile=profile)
 
         text = PromptText(MAX_PROMPT_CHARS)
@@ -376,6 +447,9 @@ class PromptLoopEnv(_Episodes, gym.Env):
       object is moved to `device` / converted to `torch_dtype` in place (all of its components; a shipped toy
       model is copied first). `torch_dtype` is a ``torch.dtype`` or its name (``"bfloat16"``).
     * `profile`: synchronise the device around timed parts (``env.unwrapped.engine.timings``).
+    * `text_cache_size`: how many prompt encodings the backend keeps (least recently used dropped; default 4096).
+    * `check_memory`: refuse at construction a batch whose rough peak memory exceeds what is available (a
+      ``MemoryError`` naming the estimate); ``False`` tries anyway.
 
     ``info`` always has `query`, `step` (denoising steps done), `refinement` (actions taken) and
     `refinement_steps` (the 0-based step from which each action's prompt is in force); after an action,
@@ -420,6 +494,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
         torch_dtype: Any = None,
         local_files_only: bool | None = None,
         profile: bool = False,
+        text_cache_size: int | None = None,
+        check_memory: bool = True,
     ) -> None:
         self._setup(
             num_envs=1,
@@ -441,6 +517,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
             torch_dtype=torch_dtype,
             local_files_only=local_files_only,
             profile=profile,
+            text_cache_size=text_cache_size,
+            check_memory=check_memory,
         )
         self.observation_space = self._single_observation_space
         self.action_space = self._single_action_space

@@ -60,9 +60,11 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
         torch_dtype: Any = None,
         local_files_only: bool | None = None,
         profile: bool = False,
+        text_cache_size: int | None = None,
+        check_memory: bool = True,
     ) -> None:
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be at least 1; got {num_envs}.")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1; got {num_envs!r}.")
         self.num_envs = int(num_envs)
         self._setup(
             num_envs=self.num_envs,
@@ -84,6 +86,8 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
             torch_dtype=torch_dtype,
             local_files_only=local_files_only,
             profile=profile,
+            text_cache_size=text_cache_size,
+            check_memory=check_memory,
         )
         self.single_observation_space = self._single_observation_space
         self.single_action_space = self._single_action_space

@@ -111,3 +111,17 @@ def test_async_vector_envs_work_after_torch_ran_in_the_parent():
         [sys.executable, "-c", ASYNC_AFTER_TORCH], capture_output=True, text=True, timeout=180, check=False
     )
     assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+
+
+def test_sizes_are_checked_at_construction():
+    with pytest.raises(ValueError, match="height must be an int >= 8"):
+        gym.make("PromptLoop-v0", height=0)
+    with pytest.raises(ValueError, match="num_inference_steps=1000 is more than DDIMScheduler can run"):
+        gym.make("PromptLoop-v0", num_inference_steps=1000, num_refinements=1)
+    gym.make("PromptLoop-v0", num_inference_steps=999, num_refinements=1)  # the most it can run
+    with pytest.raises(MemoryError, match="check_memory=False"):
+        gym.make_vec("PromptLoop-v0", num_envs=10**7)
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1"):
+        gym.make_vec("PromptLoop-v0", num_envs=2.5)
+    env = gym.make("PromptLoop-v0", text_cache_size=3)
+    assert env.unwrapped.engine.backend._cache.size == 3

@@ -161,3 +161,75 @@ def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path):
     identity = evaluate(Identity(), envs, queries * 2, seed=100)
     print(markdown_table({"identity": identity, "trained": trained}))
     assert identity.mean < 0.005 and trained.mean > identity.mean + 0.02
+
+
+def test_damaged_checkpoints_are_refused_by_file_and_resume_falls_back(tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from agents.checkpoint import find_checkpoint, verify
+
+    train(tiny_run(tmp_path, "run", updates=2, keep_checkpoints=3), progress=False)
+    folder = tmp_path / "run" / "checkpoints"
+    first, second = folder / "update_000001", folder / "update_000002"
+    verify(first)
+    verify(second)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(second, pristine)
+
+    def damage(name: str, write) -> str:
+        shutil.rmtree(second)
+        shutil.copytree(pristine, second)
+        write(second / name)
+        with pytest.raises(CheckpointError) as error:
+            find_checkpoint(second)
+        return str(error.value)
+
+    flip = lambda p: p.write_bytes(bytes(b ^ 0xFF if i == 100 else b for i, b in enumerate(p.read_bytes())))  # noqa: E731
+    assert "adapter/adapter_model.safetensors differs" in damage("adapter/adapter_model.safetensors", flip)
+    assert "optimizer.pt differs" in damage("optimizer.pt", lambda p: p.write_bytes(b""))
+    assert "state.json differs" in damage("state.json", lambda p: p.write_text("[1, 2"))
+    assert "manifest.json" in damage("manifest.json", lambda p: p.write_text("not json"))
+    # Files that pass the manifest (rewritten with it) but do not fit the agent are refused by content.
+    from agents.checkpoint import _write_manifest
+
+    def rewritten(name: str, write) -> str:
+        shutil.rmtree(second)
+        shutil.copytree(pristine, second)
+        write(second / name)
+        _write_manifest(second)
+        with pytest.raises(CheckpointError) as error:
+            train(tiny_run(tmp_path, "run", updates=3, resume=str(second)), progress=False)
+        return str(error.value)
+
+    def nan_adapter(p):
+        tensors = load_file(str(p))
+        key = sorted(tensors)[0]
+        tensors[key] = torch.full_like(tensors[key], float("nan"))
+        save_file(tensors, str(p))
+
+    def renamed_adapter(p):
+        tensors = load_file(str(p))
+        key = sorted(tensors)[0]
+        tensors[key + ".renamed"] = tensors.pop(key)
+        save_file(tensors, str(p))
+
+    assert "non-finite" in rewritten("adapter/adapter_model.safetensors", nan_adapter)
+    assert "unexpected tensors" in rewritten("adapter/adapter_model.safetensors", renamed_adapter)
+    assert "missing tensors" in rewritten("adapter/adapter_model.safetensors", lambda p: save_file({}, str(p)))
+    assert "optimizer.pt" in rewritten("optimizer.pt", lambda p: p.write_bytes(b"\x80\x04K\x01."))  # a pickle
+    assert "state.json" in rewritten("state.json", lambda p: p.write_text('{"update": "two"}'))
+    # A damaged latest: resuming the run falls back to the newest complete checkpoint, with a warning.
+    shutil.rmtree(second)
+    shutil.copytree(pristine, second)
+    flip(second / "optimizer.pt")
+    with pytest.warns(UserWarning, match="update_000001, the newest complete checkpoint"):
+        assert find_checkpoint(tmp_path / "run") == first
+    # `latest` is only ever an update_N name of the run: anything else is ignored.
+    (folder / "latest").write_text("/etc\n")
+    with pytest.warns(UserWarning, match="not a checkpoint of this run"):
+        assert find_checkpoint(tmp_path / "run") == first
+    # The CLI reports a checkpoint problem in one line and exits with 2.
+    code = main(["train", "--resume", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), "--updates", "1"])
+    assert code == 2 and "No checkpoint" in capsys.readouterr().err
