@@ -2,7 +2,7 @@
 """The project's two commands. Each creates (or reuses) the local virtual environment `.venv` first.
 
     python3 tasks.py demo    # the main job: train the toy policy with GRPO, then eval it against identity
-    python3 tasks.py test    # ruff, then the test suite
+    python3 tasks.py test    # ruff (lint and format check), then the test suite
 
 Extra arguments go to the demo script or to pytest. The install is redone only when pyproject.toml or
 requirements-dev.txt change (torch is pinned to 2.13.0 there, the CPU build, for development and CI).
@@ -65,7 +65,7 @@ def main() -> int:
     ensure_venv()
     if command == "demo":
         return run([str(PYTHON), "examples/train_toy.py", *extra])
-    code = run([str(PYTHON), "-m", "ruff", "check", "."])
+    code = run([str(PYTHON), "-m", "ruff", "check", "."]) or run([str(PYTHON), "-m", "ruff", "format", "--check", "."])
     if code:
         return code
     # Serial on purpose: torch already uses every core, and xdist workers oversubscribe them (12x slower here).

@@ -222,8 +222,14 @@ def bar_plot(
     palette = {"sampled": "tab:blue", "greedy": "tab:orange"}
     for yi, r in zip(y, rows, strict=True):
         color = palette.get(r.get("mode"), "tab:gray")
-        ax.errorbar([r["mean"]], [yi], xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
-                    color=color, capsize=3)
+        ax.errorbar(
+            [r["mean"]],
+            [yi],
+            xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
     ax.axvline(rows[0]["mean"] if base is None else base, color="tab:gray", linestyle=":", linewidth=1)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_ylim(-0.5, len(rows) - 0.5)
@@ -267,8 +273,15 @@ def _envs(args: argparse.Namespace, env_id: str | None = None, **kwargs: Any) ->
     return make_envs(env_id or args.env_id, min(args.num_envs, args.eval_n), **kwargs)
 
 
-def _eval_agent(agent: Any, envs: Any, queries: list[str], args: argparse.Namespace, base: EvalResult | None,
-                modes: list[str], **labels: Any) -> list[dict[str, Any]]:
+def _eval_agent(
+    agent: Any,
+    envs: Any,
+    queries: list[str],
+    args: argparse.Namespace,
+    base: EvalResult | None,
+    modes: list[str],
+    **labels: Any,
+) -> list[dict[str, Any]]:
     rows = []
     for mode in modes:
         torch.manual_seed(args.seed)  # sampled rows: the same sampling stream wherever the row is evaluated
@@ -292,12 +305,23 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
     identity = evaluate(Identity(), eval_env["full"], queries, seed=args.seed)
     rows = [result_row(identity, identity, label="base model (identity)", mode="-", train_minutes=float("nan"))]
     untrained = load_agent(args.base_agent)
-    rows += _eval_agent(untrained, eval_env["full"], queries, args, identity, modes,
-                        label=f"untrained policy (K = {K})", train_minutes=float("nan"))
+    rows += _eval_agent(
+        untrained,
+        eval_env["full"],
+        queries,
+        args,
+        identity,
+        modes,
+        label=f"untrained policy (K = {K})",
+        train_minutes=float("nan"),
+    )
     variants = {
         # label: (run name, training overrides, eval env)
-        "RL one-shot rewrite (K = 1 at step 0)": ("rl-one-shot", dict(num_refinements=1, schedule="0", preview="none"),
-                                                  "one-shot"),
+        "RL one-shot rewrite (K = 1 at step 0)": (
+            "rl-one-shot",
+            dict(num_refinements=1, schedule="0", preview="none"),
+            "one-shot",
+        ),
         f"RL K = {K}, no latent feedback": ("rl-k-no-preview", dict(preview="none"), "none"),
         f"RL K = {K} + latent feedback": ("rl-k-preview", dict(preview="full"), "full"),
     }
@@ -305,11 +329,14 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
     for label, (name, overrides, env_key) in variants.items():
         run = train_agent(name, work, reuse=args.reuse, progress=args.progress, **_train_settings(args, **overrides))
         agent = load_agent(str(run.agent))
-        rows += _eval_agent(agent, eval_env[env_key], queries, args, identity, modes, label=label,
-                            train_minutes=run.minutes)
+        rows += _eval_agent(
+            agent, eval_env[env_key], queries, args, identity, modes, label=label, train_minutes=run.minutes
+        )
         first, last = first_last(tb_scalars(run.tensorboard, "charts/episodic_return")[1])
-        notes.append(f"- `{name}` ({label}): {run.minutes:.1f} min of training; training return {first:.4f} (first "
-                     f"10 % of updates) -> {last:.4f} (last 10 %).")
+        notes.append(
+            f"- `{name}` ({label}): {run.minutes:.1f} min of training; training return {first:.4f} (first "
+            f"10 % of updates) -> {last:.4f} (last 10 %)."
+        )
     for env in eval_env.values():
         env.close()
     name = "ablation"
@@ -324,8 +351,21 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         f"of {args.queries_per_update} queries x G = {args.group_size}, random refinement points, from "
         f"`{args.base_agent}`. 'delta' is the paired difference to the base model on the same episodes.",
         "",
-        markdown_rows(rows, ["label", "mode", "mean", "ci_low", "ci_high", "n", "delta_vs_identity", "delta_ci_low",
-                             "delta_ci_high", "train_minutes"]),
+        markdown_rows(
+            rows,
+            [
+                "label",
+                "mode",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "n",
+                "delta_vs_identity",
+                "delta_ci_low",
+                "delta_ci_high",
+                "train_minutes",
+            ],
+        ),
         "",
         *notes,
         "",
@@ -367,15 +407,26 @@ def plot_k_sweep(rows: Sequence[dict[str, Any]], path: Path, agent: str, k: int,
     for mode, color in (("sampled", "tab:blue"), ("greedy", "tab:orange")):
         pts = [r for r in rows if r["sweep"] == "K" and r["mode"] == mode]
         if pts:
-            ax.errorbar([int(r["k"]) for r in pts], [r["mean"] for r in pts],
-                        yerr=[[r["mean"] - r["ci_low"] for r in pts], [r["ci_high"] - r["mean"] for r in pts]],
-                        marker="o", capsize=3, color=color, label=mode)
+            ax.errorbar(
+                [int(r["k"]) for r in pts],
+                [r["mean"] for r in pts],
+                yerr=[[r["mean"] - r["ci_low"] for r in pts], [r["ci_high"] - r["mean"] for r in pts]],
+                marker="o",
+                capsize=3,
+                color=color,
+                label=mode,
+            )
     ax.set_xlabel("K (refinement points, uniform)")
     ax.set_ylabel("mean reward (95% CI)")
     ax.legend(fontsize=8)
     ax.set_title(f"reward vs K ({agent})", fontsize=10)
-    bar_plot(axes[1], [r for r in rows if r["sweep"] == "schedule"], label_key="setting",
-             title=f"where K = {k} points fall (T = {steps}; dotted: K = 0)", base=identity["mean"])
+    bar_plot(
+        axes[1],
+        [r for r in rows if r["sweep"] == "schedule"],
+        label_key="setting",
+        title=f"where K = {k} points fall (T = {steps}; dotted: K = 0)",
+        base=identity["mean"],
+    )
     fig.savefig(path, dpi=120)
 
 
@@ -415,8 +466,21 @@ def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
         f"K = {args.k} points at the listed 0-based steps (the prompt in force from that step on); random draws them "
         "per episode from the env seed (the same for every row). 'delta' is the paired difference to K = 0.",
         "",
-        markdown_rows(rows, ["sweep", "setting", "mode", "mean", "ci_low", "ci_high", "n", "delta_vs_identity",
-                             "delta_ci_low", "delta_ci_high"]),
+        markdown_rows(
+            rows,
+            [
+                "sweep",
+                "setting",
+                "mode",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "n",
+                "delta_vs_identity",
+                "delta_ci_low",
+                "delta_ci_high",
+            ],
+        ),
         "",
         f"![k-sweep]({name}.png)",
     ]
@@ -480,19 +544,35 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     eval_rows = eval_rows_of(untrained, "-", f"untrained ({args.base_agent})")
     for train_name, heldout in pairs:
         run_name = f"train-{train_name}"
-        run = train_agent(run_name, work, reuse=args.reuse, progress=args.progress,
-                          **_train_settings(args, reward=train_name, heldout_rewards=",".join(heldout)))
+        run = train_agent(
+            run_name,
+            work,
+            reuse=args.reuse,
+            progress=args.progress,
+            **_train_settings(args, reward=train_name, heldout_rewards=",".join(heldout)),
+        )
         tags = {f"train: {train_name}": "charts/episodic_return"}
         tags |= {f"held-out: {h}": f"diagnostics/heldout/{h}" for h in heldout}
-        tags |= {"prompt drift (1 - Jaccard)": "diagnostics/prompt_drift",
-                 "agent-embedding similarity": "diagnostics/prompt_embedding_similarity"}
+        tags |= {
+            "prompt drift (1 - Jaccard)": "diagnostics/prompt_drift",
+            "agent-embedding similarity": "diagnostics/prompt_embedding_similarity",
+        }
         curves[run_name] = {}
         for label, tag in tags.items():
             steps, values = tb_scalars(run.tensorboard, tag)
             curves[run_name][label] = (steps, values)
             first, last = first_last(values)
-            curve_rows.append({"run": run_name, "metric": label, "tag": tag, "first_10pct": first,
-                               "last_10pct": last, "change": last - first, "updates": len(values)})
+            curve_rows.append(
+                {
+                    "run": run_name,
+                    "metric": label,
+                    "tag": tag,
+                    "first_10pct": first,
+                    "last_10pct": last,
+                    "change": last - first,
+                    "updates": len(values),
+                }
+            )
         eval_rows += eval_rows_of(load_agent(str(run.agent)), run_name, f"trained on {train_name}")
     envs.close()
     name = "overopt"
@@ -544,8 +624,12 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
         f"![overopt]({name}.png)",
     ]
     md = write_report(out, name, "Over-optimisation diagnostics", args, body)
-    return {"markdown": md, "csv": out / f"{name}.csv", "plot": out / f"{name}.png",
-            "training_csv": out / f"{name}_training.csv"}
+    return {
+        "markdown": md,
+        "csv": out / f"{name}.csv",
+        "plot": out / f"{name}.png",
+        "training_csv": out / f"{name}_training.csv",
+    }
 
 
 def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
@@ -568,10 +652,12 @@ def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
         identity = evaluate(Identity(), envs, queries, seed=args.seed)
         seen = "trained on" if env_id == args.env_id else "unseen"
         rows.append(result_row(identity, identity, backbone=env_id, seen=seen, label="identity", mode="-"))
-        rows += _eval_agent(untrained, envs, queries, args, identity, modes, backbone=env_id, seen=seen,
-                            label="untrained policy")
-        rows += _eval_agent(trained, envs, queries, args, identity, modes, backbone=env_id, seen=seen,
-                            label="trained policy")
+        rows += _eval_agent(
+            untrained, envs, queries, args, identity, modes, backbone=env_id, seen=seen, label="untrained policy"
+        )
+        rows += _eval_agent(
+            trained, envs, queries, args, identity, modes, backbone=env_id, seen=seen, label="trained policy"
+        )
         envs.close()
     name = "unseen_backbone"
     write_csv(out / f"{name}.csv", rows)
@@ -580,15 +666,32 @@ def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
         shown = [r for r in rows if r["backbone"] == env_id]
         bar_plot(ax, shown, title=f"{env_id} ({shown[0]['seen']})")
     fig.savefig(out / f"{name}.png", dpi=120)
-    trained_how = (f"`{agent_path}`" if args.agent else
-                   f"trained here on `{args.env_id}` ({args.updates} GRPO updates, {minutes:.1f} min)")
+    trained_how = (
+        f"`{agent_path}`"
+        if args.agent
+        else f"trained here on `{args.env_id}` ({args.updates} GRPO updates, {minutes:.1f} min)"
+    )
     body = [
         f"Trained policy: {trained_how}; untrained: `{args.base_agent}`. Eval on each backbone: {args.eval_n} "
         f"`{args.eval_queries}` queries, the same env seeds, T = {args.num_inference_steps}, K = {args.k} uniform, the "
         "env's reward; 'delta' is the paired difference to identity on the same backbone.",
         "",
-        markdown_rows(rows, ["backbone", "seen", "label", "mode", "mean", "ci_low", "ci_high", "n", "delta_vs_identity",
-                             "delta_ci_low", "delta_ci_high"]),
+        markdown_rows(
+            rows,
+            [
+                "backbone",
+                "seen",
+                "label",
+                "mode",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "n",
+                "delta_vs_identity",
+                "delta_ci_low",
+                "delta_ci_high",
+            ],
+        ),
         "",
         f"![unseen backbone]({name}.png)",
     ]
@@ -609,8 +712,11 @@ EXPERIMENTS = {
 
 
 def _common(parser: argparse.ArgumentParser, experiment: str) -> None:
-    parser.add_argument("--out", default=f"outputs/bench/{experiment.replace('-', '_')}",
-                        help="folder for the table (.md), the CSV and the plot (.png)")
+    parser.add_argument(
+        "--out",
+        default=f"outputs/bench/{experiment.replace('-', '_')}",
+        help="folder for the table (.md), the CSV and the plot (.png)",
+    )
     parser.add_argument("--work", default=None, help="folder for training runs (default: OUT/runs)")
     parser.add_argument("--env-id", default="PromptLoop-v0", help="the env trained and evaluated on")
     parser.add_argument("--eval-queries", default="toy-test", help="held-out prompt set for evaluation")
@@ -646,10 +752,17 @@ def add_bench_parser(sub: Any) -> None:
     p = experiments.add_parser("overopt", help="held-out rewards and prompt drift while training on one reward")
     _common(p, "overopt")
     _training(p)
-    p.add_argument("--pairs", default="jpeg_compressibility:toy_alignment,toy_alignment:jpeg_compressibility",
-                   help="train:heldout[+heldout2] pairs, comma-separated; one training run each")
-    p.add_argument("--clip-text", default="toy", choices=("toy", "none"),
-                   help="also measure drift with the toy model's CLIP text encoder")
+    p.add_argument(
+        "--pairs",
+        default="jpeg_compressibility:toy_alignment,toy_alignment:jpeg_compressibility",
+        help="train:heldout[+heldout2] pairs, comma-separated; one training run each",
+    )
+    p.add_argument(
+        "--clip-text",
+        default="toy",
+        choices=("toy", "none"),
+        help="also measure drift with the toy model's CLIP text encoder",
+    )
     p = experiments.add_parser("unseen-backbone", help="a policy trained on one backbone evaluated on others")
     _common(p, "unseen-backbone")
     _training(p)

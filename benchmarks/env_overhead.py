@@ -191,9 +191,7 @@ def main() -> None:
     print(text)
     OUT.mkdir(exist_ok=True)
     (OUT / "env_overhead.md").write_text(text)
-    (OUT / "env_overhead.json").write_text(
-        json.dumps({**toy, "args": vars(args), "families": families}, indent=1)
-    )
+    (OUT / "env_overhead.json").write_text(json.dumps({**toy, "args": vars(args), "families": families}, indent=1))
 
 
 if __name__ == "__main__":

@@ -61,15 +61,21 @@ def upstream(name: str, images: np.ndarray, queries: list[str], device: str) -> 
         if name == "hpsv2":
             import hpsv2
 
-            return np.asarray([hpsv2.score(Image.fromarray(im), q, hps_version="v2.1")[0]
-                               for im, q in zip(images, queries, strict=True)])
+            return np.asarray(
+                [
+                    hpsv2.score(Image.fromarray(im), q, hps_version="v2.1")[0]
+                    for im, q in zip(images, queries, strict=True)
+                ]
+            )
         if name == "clipscore":
             from torchmetrics.functional.multimodal import clip_score
 
-            return np.asarray([
-                float(clip_score(torch.from_numpy(im).permute(2, 0, 1), q, "openai/clip-vit-large-patch14")) / 40
-                for im, q in zip(images, queries, strict=True)
-            ])  # torchmetrics: 100 * max(cos, 0); ours: 2.5 * max(cos, 0)
+            return np.asarray(
+                [
+                    float(clip_score(torch.from_numpy(im).permute(2, 0, 1), q, "openai/clip-vit-large-patch14")) / 40
+                    for im, q in zip(images, queries, strict=True)
+                ]
+            )  # torchmetrics: 100 * max(cos, 0); ours: 2.5 * max(cos, 0)
     except ImportError:
         return None
     return None
@@ -108,17 +114,27 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         reference = upstream(name, images[:8], own[:8], str(model.device))
         agreement = "not installed" if reference is None else f"{np.abs(reference - s_own[:8]).max():.2e}"
-        rows.append((name, f"{s_own.mean():.4f} +- {s_own.std():.4f}", preference,
-                     f"{len(batch) / statistics.median(times):.1f}", f"{load_s:.1f}", agreement,
-                     f"{model.device} {model.dtype}"))
+        rows.append(
+            (
+                name,
+                f"{s_own.mean():.4f} +- {s_own.std():.4f}",
+                preference,
+                f"{len(batch) / statistics.median(times):.1f}",
+                f"{load_s:.1f}",
+                agreement,
+                f"{model.device} {model.dtype}",
+            )
+        )
         print(rows[-1], flush=True)
         del reward, model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    header = "| reward | score on own caption (mean +- std) | own caption wins | images/s | load s | " \
-             "max abs diff to upstream | device, dtype |\n|---|---|---|---|---|---|---|\n"
+    header = (
+        "| reward | score on own caption (mean +- std) | own caption wins | images/s | load s | "
+        "max abs diff to upstream | device, dtype |\n|---|---|---|---|---|---|---|\n"
+    )
     text = (
         f"# Learned rewards on their real checkpoints\n\n{datetime.date.today()}, {device}, torch "
         f"{torch.__version__}.\n\n`python benchmarks/learned_rewards.py {' '.join(sys.argv[1:])}`\n\n"

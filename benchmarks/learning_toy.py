@@ -151,9 +151,13 @@ def main() -> None:
     notes += ["| reference | parameters held | median seconds per reference pass (16 turns) | peak RSS MB |"]
     notes += ["|---|---|---|---|"]
     for mode in ("adapter-disabled", "separate"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", mode], check=True, capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip().splitlines()[-1]
+        out = (
+            subprocess.run(
+                [sys.executable, __file__, "--child", mode], check=True, capture_output=True, text=True, cwd=ROOT
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         row = json.loads(out)
         notes.append(f"| {mode} | {row['params'] / 1e6:.1f} M | {row['seconds']:.3f} | {row['peak_mb']:.0f} |")
     write()

@@ -288,8 +288,17 @@ def main() -> None:
 
     settings = [
         Setting("SD1.5 (examples/configs/paper_sd15.yaml)", "sd15_unet", ("clip_l",), 64, 32, 20, 180, 77, 16),
-        Setting("SDXL (examples/configs/paper_sdxl.yaml)", "sdxl_unet", ("clip_l", "openclip_bigg"), 128, 32, 20, 180,
-                77, 16),  # fmt: skip
+        Setting(
+            "SDXL (examples/configs/paper_sdxl.yaml)",
+            "sdxl_unet",
+            ("clip_l", "openclip_bigg"),
+            128,
+            32,
+            20,
+            180,
+            77,
+            16,
+        ),  # fmt: skip
     ]
     lines += [
         "## Peak GPU memory of a training run (one GPU)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -174,6 +174,50 @@ def _check_memory(num_envs: int, backend: Any, preview_size: tuple[int, int]) ->
             f"need about {needed / 2**30:.1f} GiB at their peak and {available / 2**30:.1f} GiB is available. "
             "Use fewer sub-envs or smaller images, or pass check_memory=False to try anyway."
         )
+
+
+#: The keys ``reset(options=...)`` understands.
+OPTION_KEYS = ("query", "latents")
+
+
+def _check_options(options: Any) -> dict[str, Any]:
+    """``options`` as a dict, or a clear error for a non-mapping or a misspelled key."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset(options=...) must be a dict with keys {', '.join(map(repr, OPTION_KEYS))}; got "
+            f"{type(options).__name__}: {options!r:.80}."
+        )
+    unknown = sorted(str(k) for k in options if k not in OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"Unknown reset option(s) {unknown}; expected {', '.join(map(repr, OPTION_KEYS))}.")
+    return dict(options)
+
+
+def _check_seed(seed: Any) -> int | None:
+    """A seed as a Python int (numpy integers accepted), or a clear error."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int or None; got {type(seed).__name__}: {seed!r:.80}.")
+    return int(seed)
+
+
+def _as_latents(latents: Any, what: str = "options['latents']") -> torch.Tensor:
+    """Initial latents as a float32 tensor, or a clear error for complex, integer, boolean or 0-d input."""
+    if isinstance(latents, torch.Tensor):
+        tensor = latents
+    else:
+        array = np.asarray(latents)
+        if array.dtype == object:
+            raise TypeError(f"{what} must be an array of real numbers; got {type(latents).__name__}.")
+        tensor = torch.from_numpy(array)
+    if tensor.is_complex() or not tensor.is_floating_point():
+        raise TypeError(f"{what} must hold real floating-point noise (float32 Gaussian); got dtype {tensor.dtype}.")
+    if tensor.ndim < 3:
+        raise ValueError(f"{what} must be [C, h, w] or [N, C, h, w] noise; got shape {tuple(tensor.shape)}.")
+    return tensor.to(torch.float32)
 
 
 class _Episodes:
@@ -528,9 +572,12 @@ class PromptLoopEnv(_Episodes, gym.Env):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Start an episode. ``options``: ``"query"`` (str) and ``"latents"`` (``[C, h, w]`` or
         ``[1, C, h, w]`` unit-variance noise) fix the query and the initial noise for paired comparisons."""
-        super().reset(seed=seed)
-        options = options or {}
-        query, noise, generator, schedule = self._start(self.np_random, options.get("query"), options.get("latents"))
+        super().reset(seed=_check_seed(seed))
+        options = _check_options(options)
+        latents = options.get("latents")
+        if latents is not None:
+            latents = _as_latents(latents)
+        query, noise, generator, schedule = self._start(self.np_random, options.get("query"), latents)
         result = self.engine.reset([query], noise, [generator], schedule)
         self._frames = [[]]
         self._record(result)

@@ -135,8 +135,7 @@ class PromptLoopSB3VecEnv(VecEnv):
             raise RuntimeError("step_wait() called without step_async(actions).")
         engine = self.envs.unwrapped.engine
         prompts = [
-            self._action.prompt(a, q, p)
-            for a, q, p in zip(self._actions, engine.queries, engine.prompts, strict=True)
+            self._action.prompt(a, q, p) for a, q, p in zip(self._actions, engine.queries, engine.prompts, strict=True)
         ]
         self._actions = None
         obs, rewards, terminated, truncated, infos = self.envs.step(prompts)

@@ -5,6 +5,10 @@ its own prompt. Because they share one loop, all sub-envs of an episode share it
 ``schedule="random"`` the points are drawn from sub-env 0's generator, so sub-env 0 matches a single env with
 the same seed) and all episodes end together. Autoreset is gymnasium's ``NEXT_STEP`` mode: the ``step`` after
 the one that terminated the episode starts new episodes (its actions are ignored).
+
+Sub-env i matches a single env seeded ``seed + i`` up to floating-point rounding: the same prompts and
+refinement points, final images to 1e-5, previews (uint8) within one level, since batched convolutions sum
+in another order (see ``docs/concepts.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .env import _Episodes
+from .env import _as_latents, _check_options, _check_seed, _Episodes
 
 __all__ = ["PromptLoopVectorEnv"]
 
@@ -102,21 +106,30 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
         """Start N episodes. ``seed``: an int (sub-env i gets ``seed + i``) or one seed per sub-env.
         ``options``: ``"query"`` (a str for all, or N strings) and ``"latents"`` (``[N, C, h, w]``)."""
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+                seeds = [_check_seed(seed) + i for i in range(self.num_envs)]
+            elif isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
+                seeds = [_check_seed(s) for s in seed]
+            else:
+                raise TypeError(f"seed must be an int, one int per sub-env, or None; got {type(seed).__name__}.")
             if len(seeds) != self.num_envs:
                 raise ValueError(f"Got {len(seeds)} seeds for {self.num_envs} sub-envs.")
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
             self._np_random, self._np_random_seed = self._rngs[0], seeds[0]
-        options = options or {}
+        options = _check_options(options)
         queries = options.get("query")
         if queries is None or isinstance(queries, str):
             queries = [queries] * self.num_envs
+        if not isinstance(queries, (Sequence, np.ndarray)):
+            raise TypeError(
+                f"options['query'] must be a str or a sequence of {self.num_envs} str; got {type(queries).__name__}."
+            )
         if len(queries) != self.num_envs:
             raise ValueError(f"options['query'] has {len(queries)} queries for {self.num_envs} sub-envs.")
         latents = options.get("latents")
         if latents is not None:
-            latents = torch.as_tensor(latents, dtype=torch.float32)
-            if len(latents) != self.num_envs:
+            latents = _as_latents(latents)
+            if latents.ndim != 4 or len(latents) != self.num_envs:
                 raise ValueError(f"options['latents'] has {len(latents)} rows for {self.num_envs} sub-envs.")
         starts = [
             self._start(rng, q, None if latents is None else latents[i])
@@ -134,9 +147,10 @@ class PromptLoopVectorEnv(_Episodes, VectorEnv):
         return self._batch(self._observations(result)), self._batch_infos(self._infos(result))
 
     def step(self, actions: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if isinstance(actions, str) or len(actions) != self.num_envs:
+        if not isinstance(actions, (Sequence, np.ndarray)) or isinstance(actions, str) or len(actions) != self.num_envs:
             raise TypeError(
-                f"Expected a sequence of {self.num_envs} str prompts (one per sub-env); got {actions!r:.80}."
+                f"actions must be a list or tuple of {self.num_envs} str prompts (one per sub-env, in order); got "
+                f"{type(actions).__name__}: {actions!r:.80}."
             )
         for i, action in enumerate(actions):
             if not isinstance(action, str):

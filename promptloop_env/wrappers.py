@@ -284,9 +284,7 @@ class _Encoder:
             "query": text_space,
             "prompt": text_space,
         }
-        self.space = (
-            fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
-        )
+        self.space = fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
 
     def encode_text(self, text: str) -> np.ndarray:
         """``text`` as a bag of words (``float32 [V + 1]``) or word ids (``int64 [max_words]``)."""

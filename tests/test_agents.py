@@ -239,6 +239,7 @@ def test_baselines_share_the_agent_interface():
     assert one_shot.act(first) == [q + "!" for q in obs["query"]]
     later = dict(obs, progress=obs["progress"] + 0.1)
     assert one_shot.act(later) == list(obs["prompt"])  # later refinements hold the prompt in force
+
     # Turns are counted, not guessed from the prompt: a first prompt equal to the query is acted on once.
     class Counting(Identity):
         calls = 0

@@ -39,7 +39,6 @@ def worker(root: str) -> None:
     from accelerate.state import AcceleratorState
     from peft import get_peft_model_state_dict
 
-
     # The fork inherits the test process's (single-process) accelerate state: start from a clean one.
     AcceleratorState._reset_state(reset_partial_state=True)
     training = importlib.import_module("agents.train")  # the module (the package exports a function by that name)

@@ -69,12 +69,25 @@ def _clip_processor():
 
 def _clip_config(tokenizer) -> CLIPConfig:
     return CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=2 * WIDTH,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=SIZE, patch_size=8),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=SIZE,
+            patch_size=8,
+        ),
         projection_dim=EMBED,
     )
 
@@ -95,18 +108,42 @@ def blip_tokenizer_from(tokenizer, folder):
     return blip_tokenizer(folder)  # adds [DEC] and [ENC] as BLIP does
 
 
-MED_CONFIG = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": WIDTH, "intermediate_size": 64,
-              "layer_norm_eps": 1e-12, "num_attention_heads": 2, "num_hidden_layers": 2, "pad_token_id": 0,
-              "add_cross_attention": True}
+MED_CONFIG = {
+    "architectures": ["BertModel"],
+    "hidden_act": "gelu",
+    "hidden_size": WIDTH,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-12,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "pad_token_id": 0,
+    "add_cross_attention": True,
+}
 
 
 def _tiny_imagereward(tokenizer, seed: int = 0) -> ImageRewardModel:
     torch.manual_seed(seed)
-    vision = BlipVisionConfig(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1,
-                              image_size=SIZE, patch_size=8, layer_norm_eps=1e-6)
-    text = BlipTextConfig(vocab_size=len(tokenizer), hidden_size=WIDTH, encoder_hidden_size=WIDTH,
-                          intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          max_position_embeddings=40, bos_token_id=None, sep_token_id=None, is_decoder=True)
+    vision = BlipVisionConfig(
+        hidden_size=WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        image_size=SIZE,
+        patch_size=8,
+        layer_norm_eps=1e-6,
+    )
+    text = BlipTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=WIDTH,
+        encoder_hidden_size=WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=40,
+        bos_token_id=None,
+        sep_token_id=None,
+        is_decoder=True,
+    )
     model = ImageRewardModel(vision, text)
     with torch.no_grad():  # BLIP's initialisation of the ViT is tiny; spread it so that images matter
         for p in model.vision_model.parameters():
@@ -124,8 +161,14 @@ def _to_upstream_imagereward(model: ImageRewardModel) -> dict[str, torch.Tensor]
         "post_layernorm.weight": "norm.weight",
         "post_layernorm.bias": "norm.bias",
     }
-    block = {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.qkv": "attn.qkv",
-             "self_attn.projection": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    block = {
+        "layer_norm1": "norm1",
+        "layer_norm2": "norm2",
+        "self_attn.qkv": "attn.qkv",
+        "self_attn.projection": "attn.proj",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+    }
     out = {}
     for key, value in model.state_dict().items():
         value = value.clone()
@@ -257,9 +300,17 @@ def aesthetic_folder(tmp_path_factory, clip_folder):
     head = RatingHead(EMBED)
     state = {k: v + 0.1 * torch.randn_like(v) for k, v in head.state_dict().items()}
     torch.save(state, folder / "aesthetic-model.pth")
-    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH,
-                                                            num_hidden_layers=2, num_attention_heads=2,
-                                                            image_size=SIZE, patch_size=8, projection_dim=EMBED))
+    vision = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=SIZE,
+            patch_size=8,
+            projection_dim=EMBED,
+        )
+    )
     vision.save_pretrained(folder / "clip")
     _clip_processor().image_processor.save_pretrained(folder / "clip")
     return folder, state
@@ -270,8 +321,7 @@ def _build(name, folders):
     if name == "imagereward":
         return ImageReward.from_pretrained(ir[0], device="cpu")
     if name == "hpsv2":
-        return HPSv2.from_pretrained(hps[0], tokenizer=hps[0] / "tokenizer", vision_heads=2, text_heads=2,
-                                     device="cpu")
+        return HPSv2.from_pretrained(hps[0], tokenizer=hps[0] / "tokenizer", vision_heads=2, text_heads=2, device="cpu")
     if name == "pickscore":
         return PickScore.from_pretrained(clip, device="cpu")
     if name == "clipscore":
@@ -324,8 +374,7 @@ def test_clipscore_is_w_times_clipped_cosine_of_clip(clip_folder):
         cos = (out.logits_per_image.diag() / model.logit_scale.exp()).numpy()
     np.testing.assert_allclose(scores, 2.5 * np.maximum(cos, 0), rtol=1e-4, atol=1e-6)
     assert (cos < 0).any() and (scores == 0).any(), "the tiny model should give some negative cosines, clipped to 0"
-    np.testing.assert_allclose(CLIPScore.from_pretrained(clip_folder, w=100.0)(IMAGES, QUERIES), 40 * scores,
-                               rtol=1e-4)
+    np.testing.assert_allclose(CLIPScore.from_pretrained(clip_folder, w=100.0)(IMAGES, QUERIES), 40 * scores, rtol=1e-4)
 
 
 def test_pickscore_is_clip_logits(clip_folder):
@@ -339,8 +388,7 @@ def test_pickscore_is_clip_logits(clip_folder):
 def test_hpsv2_open_clip_checkpoint_reproduces_open_clip(hpsv2_folder):
     """The converted CLIPModel scores as open_clip's forward on the same upstream weights."""
     folder, sd = hpsv2_folder
-    reward = HPSv2.from_pretrained(folder, tokenizer=folder / "tokenizer", vision_heads=2, text_heads=2,
-                                   device="cpu")
+    reward = HPSv2.from_pretrained(folder, tokenizer=folder / "tokenizer", vision_heads=2, text_heads=2, device="cpu")
     images = _images(4, seed=3)
     scores = reward(images, QUERIES)
     pixels = reward.processor(images=list(pad_to_square(images, SIZE)), return_tensors="pt")["pixel_values"]
@@ -456,7 +504,7 @@ def test_missing_model_offline_says_how_to_get_it(name, expected, tmp_path, monk
 
 def test_missing_package_names_the_extra_and_the_model(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
-    with pytest.raises(ImportError, match=r'promptloop\[rewards\]') as info:
+    with pytest.raises(ImportError, match=r"promptloop\[rewards\]") as info:
         make_reward("imagereward")
     assert "THUDM/ImageReward" in str(info.value) and "huggingface_hub" in str(info.value)
 

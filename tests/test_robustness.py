@@ -125,3 +125,30 @@ def test_sizes_are_checked_at_construction():
         gym.make_vec("PromptLoop-v0", num_envs=2.5)
     env = gym.make("PromptLoop-v0", text_cache_size=3)
     assert env.unwrapped.engine.backend._cache.size == 3
+
+
+def test_bad_arguments_get_errors_that_name_them():
+    env = gym.make("PromptLoop-v0", **FAST)
+    with pytest.raises(TypeError, match="options=.*must be a dict"):
+        env.reset(options=["a red circle"])
+    with pytest.raises(ValueError, match=r"Unknown reset option\(s\) \['qeury'\]"):
+        env.reset(options={"qeury": "a red circle"})
+    obs, _ = env.reset(seed=np.int64(3))  # numpy integer seeds work
+    again, _ = env.reset(seed=3)
+    assert np.array_equal(obs["preview"], again["preview"])
+    for latents, kind in [
+        (np.zeros((4, 8, 8), np.complex64), TypeError),
+        (np.zeros((4, 8, 8), np.int64), TypeError),
+        (np.zeros((4, 8, 8), bool), TypeError),
+        (np.float32(1.0), ValueError),
+    ]:
+        with pytest.raises(kind, match=r"options\['latents'\]"):
+            env.reset(options={"latents": latents})
+    envs = gym.make_vec("PromptLoop-v0", num_envs=2, **FAST)
+    envs.reset(seed=np.int32(0))
+    for actions in ({"a", "b"}, {"x": "a", "y": "b"}, None, 3):
+        with pytest.raises(TypeError, match="actions must be a list or tuple of 2 str"):
+            envs.step(actions)
+    with pytest.raises(TypeError, match="Sub-env 1's action must be a str"):
+        envs.step(["a red circle", None])
+    envs.step(["a red circle", "a blue square"])  # still usable after the refusals

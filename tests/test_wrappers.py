@@ -148,10 +148,14 @@ def test_batched_sb3_vec_env_matches_sb3_make_vec_env():
         for key in o1:  # one batched denoiser call vs two: the same up to float rounding
             np.testing.assert_allclose(o1[key].astype(float), o2[key].astype(float), atol=2)
     assert d1.all()
-    assert [i["prompts"] for i in i1] == [i["prompts"] for i in i2] == [
-        [f"{queries[0]}, on a black background", f"{queries[0]}, on a white background"],
-        [queries[1], queries[1] + ", small"],
-    ]
+    assert (
+        [i["prompts"] for i in i1]
+        == [i["prompts"] for i in i2]
+        == [
+            [f"{queries[0]}, on a black background", f"{queries[0]}, on a white background"],
+            [queries[1], queries[1] + ", small"],
+        ]
+    )
     np.testing.assert_array_equal(i1[0]["terminal_observation"]["progress"], [1.0])
     assert o1["progress"][0, 0] < 1  # the next episodes have started, as SB3 expects
 

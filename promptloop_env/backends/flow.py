@@ -139,7 +139,6 @@ class _FlowBackend(LatentBackend):
         return cond
 
 
-
 class StableDiffusion3Backend(_FlowBackend):
     """Backend for ``StableDiffusion3Pipeline`` (SD3 medium, SD3.5 medium / large / large-turbo).
 

@@ -168,4 +168,3 @@ class StableDiffusionXLBackend(LatentBackend):
             pooled = torch.cat([neg_pooled, pooled])
             time_ids = torch.cat([time_ids, time_ids])
         unet_denoise(self, traj, embeds, steps, {"text_embeds": pooled, "time_ids": time_ids})
-

@@ -125,7 +125,6 @@ class StableDiffusionBackend(LatentBackend):
         unet_denoise(self, traj, embeds, steps)
 
 
-
 def unet_denoise(
     backend: Any, traj: Trajectory, embeds: torch.Tensor, steps: int, added_cond_kwargs: dict | None = None
 ) -> None:

@@ -195,8 +195,9 @@ def check_images(reward: str, images: Any, queries: Sequence[str]) -> tuple[np.n
         raise TypeError(f"Reward {reward!r} takes a list of N queries, not a single string.")
     queries = list(queries)
     if len(queries) != len(array) or not all(isinstance(q, str) for q in queries):
-        raise ValueError(f"Reward {reward!r} needs one query string per image: {len(array)} images, {len(queries)} "
-                         f"queries.")
+        raise ValueError(
+            f"Reward {reward!r} needs one query string per image: {len(array)} images, {len(queries)} queries."
+        )
     return array, queries
 
 
@@ -217,8 +218,9 @@ class LearnedReward:
     #: the model id a user would look up, for ``repr`` and errors
     model_id = ""
 
-    def __init__(self, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, batch_size: int = 16
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
         self.device = resolve_device(device)
@@ -278,6 +280,7 @@ def clip_embeddings(model: Any, tokenizer: Any, images: torch.Tensor, queries: l
     length = model.config.text_config.max_position_embeddings
     text = tokenizer(queries, padding=True, truncation=True, max_length=length, return_tensors="pt").to(images.device)
     image_embeds = features(model.get_image_features(pixel_values=images)).float()
-    text_embeds = features(model.get_text_features(input_ids=text["input_ids"],
-                                                   attention_mask=text["attention_mask"])).float()
+    text_embeds = features(
+        model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
+    ).float()
     return (torch.nn.functional.normalize(image_embeds, dim=-1), torch.nn.functional.normalize(text_embeds, dim=-1))

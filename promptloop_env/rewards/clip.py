@@ -134,8 +134,13 @@ def convert_open_clip_state_dict(state: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def load_open_clip_checkpoint(checkpoint: str | os.PathLike | dict[str, torch.Tensor], tokenizer: Any, *,
-                              vision_heads: int = 16, text_heads: int = 16) -> Any:
+def load_open_clip_checkpoint(
+    checkpoint: str | os.PathLike | dict[str, torch.Tensor],
+    tokenizer: Any,
+    *,
+    vision_heads: int = 16,
+    text_heads: int = 16,
+) -> Any:
     """A transformers ``CLIPModel`` (float32, eval) from an open_clip ViT checkpoint.
 
     Sizes come from the tensors' shapes; the head counts cannot, so they are arguments (ViT-H-14: 16 and 16,
@@ -182,8 +187,9 @@ def load_open_clip_checkpoint(checkpoint: str | os.PathLike | dict[str, torch.Te
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise KeyError(f"open_clip checkpoint does not fit a CLIPModel: missing {missing[:5]}, "
-                       f"unexpected {unexpected[:5]}.")
+        raise KeyError(
+            f"open_clip checkpoint does not fit a CLIPModel: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
     return model.eval()
 
 
@@ -196,7 +202,7 @@ def pad_to_square(images: np.ndarray, size: int) -> np.ndarray:
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
         top, left = (size - nh) // 2, (size - nw) // 2
-        out[i, top:top + nh, left:left + nw] = resized
+        out[i, top : top + nh, left : left + nw] = resized
     return out
 
 
@@ -210,8 +216,9 @@ class _ClipReward(LearnedReward):
         self.image_processor = processor.image_processor
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str | os.PathLike | None = None, *,
-                        processor: str | os.PathLike | None = None, **kwargs: Any) -> Any:
+    def from_pretrained(
+        cls, repo_or_path: str | os.PathLike | None = None, *, processor: str | os.PathLike | None = None, **kwargs: Any
+    ) -> Any:
         """The ``CLIPModel`` and ``CLIPProcessor`` from the Hugging Face cache or saved folders.
 
         Args:
@@ -301,9 +308,16 @@ class HPSv2(LearnedReward):
         self.processor = clip_image_processor(self.size, do_resize=False, do_center_crop=False)
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str | os.PathLike = HPSV2_ID, *, version: str = "v2.1",
-                        tokenizer: str | os.PathLike = VIT_H_14_ID, vision_heads: int = 16, text_heads: int = 16,
-                        **kwargs: Any) -> HPSv2:
+    def from_pretrained(
+        cls,
+        repo_or_path: str | os.PathLike = HPSV2_ID,
+        *,
+        version: str = "v2.1",
+        tokenizer: str | os.PathLike = VIT_H_14_ID,
+        vision_heads: int = 16,
+        text_heads: int = 16,
+        **kwargs: Any,
+    ) -> HPSv2:
         """Load an HPSv2 checkpoint (open_clip format) from the Hugging Face cache, a folder or a file.
 
         Args:
@@ -352,8 +366,14 @@ class AestheticScore(LearnedReward):
         self.image_processor = image_processor
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str | os.PathLike = AESTHETIC_ID, *, filename: str = AESTHETIC_FILE,
-                        clip: str | os.PathLike = CLIP_L_14_ID, **kwargs: Any) -> AestheticScore:
+    def from_pretrained(
+        cls,
+        repo_or_path: str | os.PathLike = AESTHETIC_ID,
+        *,
+        filename: str = AESTHETIC_FILE,
+        clip: str | os.PathLike = CLIP_L_14_ID,
+        **kwargs: Any,
+    ) -> AestheticScore:
         """The MLP from the Hugging Face cache, a folder or a file (e.g. the original
         ``sac+logos+ava1-l14-linearMSE.pth``), and CLIP ViT-L/14's vision tower.
 
@@ -380,8 +400,9 @@ def load_rating_head(path: str | os.PathLike) -> RatingHead:
     """The aesthetic MLP from its checkpoint (keys ``layers.{0,2,4,6,7}.{weight,bias}``), float32, eval."""
     state = load_state_dict(path)
     if "layers.0.weight" not in state:
-        raise KeyError(f"{str(path)!r} is not an aesthetic-predictor MLP (no 'layers.0.weight'); keys: "
-                       f"{list(state)[:5]}.")
+        raise KeyError(
+            f"{str(path)!r} is not an aesthetic-predictor MLP (no 'layers.0.weight'); keys: {list(state)[:5]}."
+        )
     head = RatingHead(state["layers.0.weight"].shape[1])
     head.load_state_dict(state)
     return head.eval()

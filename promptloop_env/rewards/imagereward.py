@@ -174,8 +174,10 @@ def load_imagereward(checkpoint: str | os.PathLike, med_config: str | os.PathLik
     model = ImageRewardModel(vision, text)
     missing, unexpected = model.load_state_dict(convert_imagereward_state_dict(state), strict=False)
     if missing or unexpected:
-        raise KeyError(f"ImageReward checkpoint {str(checkpoint)!r} does not fit: missing {missing[:5]}, "
-                       f"unexpected {unexpected[:5]}.")
+        raise KeyError(
+            f"ImageReward checkpoint {str(checkpoint)!r} does not fit: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
     return model.eval()
 
 
@@ -216,9 +218,15 @@ class ImageReward(LearnedReward):
         self.processor = clip_image_processor(image_size or model.vision_model.config.image_size)
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str | os.PathLike = IMAGEREWARD_ID, *,
-                        checkpoint: str = "ImageReward.pt", med_config: str = "med_config.json",
-                        tokenizer: str | os.PathLike | None = None, **kwargs: Any) -> ImageReward:
+    def from_pretrained(
+        cls,
+        repo_or_path: str | os.PathLike = IMAGEREWARD_ID,
+        *,
+        checkpoint: str = "ImageReward.pt",
+        med_config: str = "med_config.json",
+        tokenizer: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> ImageReward:
         """Load the upstream checkpoint from the Hugging Face cache (``THUDM/ImageReward``: ``ImageReward.pt``,
         ``med_config.json``) or a local folder holding both.
 
@@ -234,16 +242,18 @@ class ImageReward(LearnedReward):
         """
         if Path(repo_or_path).is_file():  # the checkpoint itself: med_config.json lies beside it
             repo_or_path, checkpoint = Path(repo_or_path).parent, Path(repo_or_path).name
-        model = load_imagereward(hub_file(cls.name, repo_or_path, checkpoint),
-                                 hub_file(cls.name, repo_or_path, med_config))
+        model = load_imagereward(
+            hub_file(cls.name, repo_or_path, checkpoint), hub_file(cls.name, repo_or_path, med_config)
+        )
         if tokenizer is None:
             folder = Path(repo_or_path)
             tokenizer = folder if (folder / "tokenizer_config.json").is_file() else BLIP_TOKENIZER_ID
         return cls(model, blip_tokenizer(tokenizer), **kwargs)
 
     def _score(self, images: np.ndarray, queries: list[str]) -> torch.Tensor:
-        text = self.tokenizer(queries, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                              return_tensors="pt").to(self.device)
+        text = self.tokenizer(
+            queries, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        ).to(self.device)
         pixels = _pixel_values(self.processor, images, self.device, self.dtype)
         return self.model(pixels, text["input_ids"], text["attention_mask"])
 
