@@ -104,7 +104,7 @@ def main() -> None:
         env = vector if use_vector else single
         n = args.num_envs if use_vector else 1
         query = [random_text(rng) for _ in range(n)] if use_vector else random_text(rng)
-        out = guarded(lambda env=env, query=query: env.reset(seed=episode, options={"query": query}))
+        out = guarded(lambda env=env, query=query, seed=episode: env.reset(seed=seed, options={"query": query}))
         episode += 1
         if out is None:
             continue
@@ -115,10 +115,10 @@ def main() -> None:
                 counts["invalid_calls"] += 1
                 if use_vector:
                     bad = INVALID_VECTOR[int(rng.integers(len(INVALID_VECTOR)))]
-                    guarded(lambda bad=bad: env.step(bad), expect_error="actions must be")
+                    guarded(lambda bad=bad, env=env: env.step(bad), expect_error="actions must be")
                 else:
                     bad = INVALID_ACTIONS[int(rng.integers(len(INVALID_ACTIONS)))]
-                    guarded(lambda bad=bad: env.step(bad), expect_error="expects the new prompt as a str")
+                    guarded(lambda bad=bad, env=env: env.step(bad), expect_error="expects the new prompt as a str")
             action = [random_text(rng) for _ in range(n)] if use_vector else random_text(rng)
             result = guarded(lambda env=env, action=action: env.step(action))
             counts["actions"] += n
