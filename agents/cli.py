@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointError
-from .train import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
 
 __all__ = ["load_config", "main"]
 

@@ -23,7 +23,7 @@ __all__ = ["GRPOSettings", "group_advantages", "grpo_loss", "grpo_update"]
 
 @dataclass
 class GRPOSettings:
-    """The GRPO part of the training config (see :class:`agents.train.TrainConfig` for help strings)."""
+    """The GRPO part of the training config (see :class:`agents.config.TrainConfig` for help strings)."""
 
     group_size: int = 4
     kl_coef: float = 0.04

@@ -25,7 +25,7 @@ __all__ = ["PPOSettings", "gae", "ppo_losses", "ppo_update", "token_rewards", "w
 
 @dataclass
 class PPOSettings:
-    """The PPO part of the training config (see :class:`agents.train.TrainConfig` for help strings)."""
+    """The PPO part of the training config (see :class:`agents.config.TrainConfig` for help strings)."""
 
     kl_coef: float = 0.05
     clip: float = 0.2
