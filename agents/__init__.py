@@ -5,7 +5,9 @@
 - :mod:`agents.baselines`: identity, fixed suffix, one-shot rewrite, random prompt bank;
 - :mod:`agents.rollout`: episodes from a vector env, through the Gymnasium API only;
 - :mod:`agents.openloop`: open-loop ("a priori") inference, all K prompts written before sampling;
-- :mod:`agents.ppo`, :mod:`agents.grpo`: the algorithms; :mod:`agents.train`: the loop; :mod:`agents.config`: its settings; :mod:`agents.checkpoint`: checkpoints;
+- :mod:`agents.ppo`, :mod:`agents.grpo`: the algorithms; :mod:`agents.train`: the loop;
+- :mod:`agents.config`: the run's settings; :mod:`agents.checkpoint`: verified atomic checkpoints;
+- :mod:`agents.toy.scripted`: scripted toy-world policies (fixed rewrites, a preview-reading controller);
 - :mod:`agents.evaluate`, :mod:`agents.cli`: eval tables and the ``promptloop`` command.
 """
 
