@@ -14,6 +14,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from PIL import Image
 
+from ._quiet import quiet_loading
 from .backends import load_pipeline, make_backend
 from .core import MAX_PROMPT_CHARS, Engine, Refinement, sanitize_prompt
 from .previews import make_preview
@@ -263,7 +264,8 @@ class _Episodes:
             reward if reward is not None else ("toy_alignment" if toy else "jpeg_compressibility")
         )
         self._prompt_source = make_prompt_source(prompts if prompts is not None else ("toy-train" if toy else None))
-        pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
+        with quiet_loading():
+            pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
         if guidance_scale is None:
             from .toy.model import TOY_GUIDANCE_SCALE
 
@@ -287,7 +289,8 @@ class _Episodes:
         for name, value in (("height", height), ("width", width)):
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 8):
                 raise ValueError(f"{name} must be an int >= 8 (pixels) or None for the model's default; got {value!r}.")
-        backend = make_backend(pipe, **sampling)
+        with quiet_loading():
+            backend = make_backend(pipe, **sampling)
         _check_timesteps(backend, self.num_inference_steps)
         if preview_size is None:
             size = (backend.height, backend.width)

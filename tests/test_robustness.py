@@ -152,3 +152,19 @@ def test_bad_arguments_get_errors_that_name_them():
     with pytest.raises(TypeError, match="Sub-env 1's action must be a str"):
         envs.step(["a red circle", None])
     envs.step(["a red circle", "a blue square"])  # still usable after the refusals
+
+
+def test_making_the_default_env_prints_nothing():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    code = (
+        "import gymnasium as gym, promptloop_env\n"
+        "env = gym.make('PromptLoop-v0'); env.reset(seed=0)\n"
+        "from diffusers.utils import logging as d; assert d.is_progress_bar_enabled()  # the user's setting is kept\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == "" and out.stderr == "", out.stderr[-2000:]
