@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from agents.train import TrainConfig
 
+pytestmark = pytest.mark.slow
+
 
 def run_config(out: Path, **overrides) -> TrainConfig:
     settings = dict(

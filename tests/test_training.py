@@ -134,6 +134,7 @@ def _redness():
     return redness
 
 
+@pytest.mark.slow
 def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path):
     """GRPO on "redness" teaches the toy policy to ask for red whatever the query; identity (queries of other
     colours) gets no red at all. The one refinement point is at step 1, so the prompt still decides the image."""
