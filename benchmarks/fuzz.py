@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import report  # noqa: E402
-
-import promptloop_env  # noqa: E402, F401
+import promptloop_env  # noqa: F401
 
 PIECES = [
     "a red circle", "🙂", "赤い円", "\u202eright-to-left", "\x00", "\x1b[31m", "\t", "\n", "\r\n", "\u200b",

@@ -25,22 +25,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import report  # noqa: E402
-
-from agents.evaluate import eval_queries  # noqa: E402
-from agents.rollout import Episode, collect  # noqa: E402
-from agents.toy.scripted import REWRITES, NeglectController, Rewrite  # noqa: E402
-from agents.train import make_envs  # noqa: E402
-from promptloop_env.toy import parse, score  # noqa: E402
+from agents.evaluate import eval_queries
+from agents.rollout import Episode, collect
+from agents.toy.scripted import REWRITES, NeglectController, Rewrite
+from agents.train import make_envs
+from promptloop_env.toy import parse, score
 
 VARIANTS = ("", ".", ",", "!", ";", " ...", ", ,")
 KINDS = ("color", "shape", "size", "position", "relation", "background", "count")

@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import report  # noqa: E402
-
-import promptloop_env  # noqa: E402, F401
-from agents.toy.scripted import objects_seen, swapped  # noqa: E402
-from promptloop_env.toy.grammar import COLORS, POSITIONS, SHAPES, SIZES, describe, random_scene, spec_of  # noqa: E402
-from promptloop_env.toy.scorer import score  # noqa: E402
+import promptloop_env  # noqa: F401
+from agents.toy.scripted import objects_seen, swapped
+from promptloop_env.toy.grammar import COLORS, POSITIONS, SHAPES, SIZES, describe, random_scene, spec_of
+from promptloop_env.toy.scorer import score
 
 ATTRIBUTES = {"color": tuple(COLORS), "shape": SHAPES, "size": SIZES, "position": POSITIONS}
 
