@@ -719,7 +719,7 @@ def _common(parser: argparse.ArgumentParser, experiment: str) -> None:
     )
     parser.add_argument("--work", default=None, help="folder for training runs (default: OUT/runs)")
     parser.add_argument("--env-id", default="PromptLoop-v0", help="the env trained and evaluated on")
-    parser.add_argument("--eval-queries", default="toy-test", help="held-out prompt set for evaluation")
+    parser.add_argument("--eval-queries", default="toy-user-test", help="held-out prompt set for evaluation")
     parser.add_argument("--eval-n", type=int, default=100, help="held-out queries (one episode each)")
     parser.add_argument("--num-envs", type=int, default=25, help="episodes run at once in evaluation")
     parser.add_argument("--num-inference-steps", type=int, default=20, help="T")
@@ -734,7 +734,7 @@ def _training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates", type=int, default=30, help="GRPO updates per training run")
     parser.add_argument("--queries-per-update", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=4, help="GRPO's G")
-    parser.add_argument("--train-queries", default="toy-train")
+    parser.add_argument("--train-queries", default="toy-user-train")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same settings in WORK")
 
 

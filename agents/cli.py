@@ -84,7 +84,9 @@ def _eval_parser(sub: Any) -> None:
         required=True,
         help="baseline name, 'toy', or agent folder; prefix 'open-loop:' to write all prompts before sampling",
     )
-    parser.add_argument("--queries", default="toy-test", help="prompt set (default: the toy world's held-out split)")
+    parser.add_argument(
+        "--queries", default="toy-user-test", help="prompt set (default: the toy world's held-out user-style queries)"
+    )
     parser.add_argument("--n", type=int, default=200, help="number of queries")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queries and env seeds")
     parser.add_argument("--env-id", default="PromptLoop-v0")

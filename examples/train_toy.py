@@ -37,7 +37,7 @@ def main() -> None:
     minutes = (time.perf_counter() - start) / 60
 
     print(f"evaluating on {args.eval_n} held-out toy queries ...", flush=True)
-    queries = eval_queries("toy-test", args.eval_n, seed=0)
+    queries = eval_queries("toy-user-test", args.eval_n, seed=0)
     envs = make_envs(config.env_id, 25, **config.env_kwargs(schedule="uniform"))
     agent = load_agent(str(result["agent"]))
     table = markdown_table(

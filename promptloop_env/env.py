@@ -263,7 +263,9 @@ class _Episodes:
         self._reward = make_reward(
             reward if reward is not None else ("toy_alignment" if toy else "jpeg_compressibility")
         )
-        self._prompt_source = make_prompt_source(prompts if prompts is not None else ("toy-train" if toy else None))
+        self._prompt_source = make_prompt_source(
+            prompts if prompts is not None else ("toy-user-train" if toy else None)
+        )
         with quiet_loading():
             pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
         if guidance_scale is None:
@@ -484,10 +486,11 @@ class PromptLoopEnv(_Episodes, gym.Env):
       `preview_size`: int or (H, W).
     * `reward`: a registered name, ``{name: weight}``, or a callable ``(uint8 [N, H, W, 3], list[str]) -> [N]``
       (default: ``"toy_alignment"`` on the toy model, else ``"jpeg_compressibility"``).
-    * `prompts`: where queries come from: ``"toy-train"`` / ``"toy-test"`` (the toy grammar's splits), a list,
+    * `prompts`: where queries come from: ``"toy-user-train"`` / ``"toy-user-test"`` (the toy grammar's splits
+      in users' style), ``"toy-train"`` / ``"toy-test"`` (the same in random phrasings), a list,
       a text, CSV, JSONL or Parquet file (``"file.csv:column"``), a dataset (``"hf:<id or folder>[:column]"``),
       with options such as ``"?split=train"`` (a fixed hash-based train/eval split), or a callable
-      ``rng -> str`` (default: ``"toy-train"`` on the toy model). See :mod:`promptloop_env.prompts`.
+      ``rng -> str`` (default: ``"toy-user-train"`` on the toy model). See :mod:`promptloop_env.prompts`.
     * `render_mode`: ``"rgb_array"`` (the latest preview, the final image at the end) or ``"rgb_array_list"``
       (every preview of the episode and the final image), frames at the image size.
     * `device`, `torch_dtype`, `local_files_only`: where and how a pipeline given by name is loaded; a pipeline
