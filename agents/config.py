@@ -42,7 +42,8 @@ class TrainConfig:
     queries: str = _f(
         "toy-user-train",
         "training prompt set: toy-user-train (users' style), toy-train, a text/CSV/JSONL/Parquet "
-        "file[:column], hf:<dataset>[:column], with optional ?split=train|eval&eval_fraction=0.1 (see promptloop_env.prompts)",
+        "file[:column], hf:<dataset>[:column], with optional ?split=train|eval&eval_fraction=0.1 "
+        "(see promptloop_env.prompts)",
     )
     num_inference_steps: int = _f(20, "denoising steps T per episode")
     num_refinements: int = _f(5, "refinement points K per episode (the agent acts K times)")
