@@ -44,7 +44,11 @@ def test_site_builds_in_strict_mode(tmp_path):
         assert (site / "tutorials" / f"{name}.ipynb").is_file()
         page = (site / "tutorials" / name / "index.html").read_text()
         assert '<img alt="output"' in page and f'href="../{name}.ipynb"' in page  # pictures, download link
-    assert 'class="mermaid"' in (site / "concepts" / "index.html").read_text()
+    concepts = (site / "concepts" / "index.html").read_text()
+    assert 'class="mermaid"' in concepts
+    # The diagrams render offline: mermaid ships with the site (Material only fetches it from a CDN when absent).
+    assert "assets/javascripts/mermaid.min.js" in concepts
+    assert (site / "assets" / "javascripts" / "mermaid.min.js").stat().st_size > 1e6
 
 
 def load_hooks():
