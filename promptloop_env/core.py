@@ -106,7 +106,7 @@ class Engine:
         self.traj: Trajectory | None = None
         self.queries: list[str] = []
         self.prompts: list[str] = []
-        self.schedule: list[int] = []
+        self.refinement_steps: list[int] = []
         self.history: list[list[str]] = []
         self.num_actions = 0
         self.done = True
@@ -157,7 +157,7 @@ class Engine:
         assert traj is not None
         return np.full(len(traj.latents), traj.step / traj.num_steps, dtype=np.float32)
 
-    def fit(self, prompts: list[str]) -> tuple[list[str], list[bool]]:
+    def conditioning_texts(self, prompts: list[str]) -> tuple[list[str], list[bool]]:
         """Sanitise prompts and cut them to the text encoder's limit; return them and the cut flags."""
         texts, cuts = [], []
         for prompt in prompts:
@@ -200,18 +200,18 @@ class Engine:
         if check is not None:  # a query the reward cannot grade fails now, not after all the denoising
             check(whole)
         self.queries = whole
-        self.prompts, cut = self.fit(queries)
-        self.schedule = list(schedule)
+        self.prompts, cut = self.conditioning_texts(queries)
+        self.refinement_steps = list(schedule)
         self.history = [[] for _ in queries]
         self.num_actions = 0
         self.done = False
         self.final_images = None
         self.traj = self.backend.start(noise, generators)
-        if self.schedule[-1] >= self.traj.num_steps:
+        if self.refinement_steps[-1] >= self.traj.num_steps:
             raise ValueError(
-                f"Refinement point {self.schedule[-1]} is past the last denoising step ({self.traj.num_steps - 1})."
+                f"Refinement point {self.refinement_steps[-1]} is past the last denoising step ({self.traj.num_steps - 1})."
             )
-        self._advance(self.prompts, self.schedule[0])
+        self._advance(self.prompts, self.refinement_steps[0])
         result = Refinement(self._observe(), list(self.prompts), self._progress(), truncated=cut)
         self.timings["total"] += time.perf_counter() - start
         return result
@@ -228,12 +228,12 @@ class Engine:
             raise RuntimeError("The episode has ended (or never started): call reset() before step().")
         if len(prompts) != len(self.prompts):
             raise ValueError(f"Got {len(prompts)} prompts for {len(self.prompts)} trajectories.")
-        self.prompts, truncated = self.fit(list(prompts))
+        self.prompts, truncated = self.conditioning_texts(list(prompts))
         for row, prompt in zip(self.history, self.prompts, strict=True):
             row.append(prompt)
         self.num_actions += 1
-        last = self.num_actions == len(self.schedule)
-        until = self.traj.num_steps if last else self.schedule[self.num_actions]
+        last = self.num_actions == len(self.refinement_steps)
+        until = self.traj.num_steps if last else self.refinement_steps[self.num_actions]
         self._advance(self.prompts, until)
         if not last:
             result = Refinement(self._observe(), list(self.prompts), self._progress(), truncated=truncated)

@@ -356,7 +356,7 @@ class _Episodes:
                 "query": engine.queries[i],
                 "step": engine.traj.step,
                 "refinement": engine.num_actions,
-                "refinement_steps": list(engine.schedule),
+                "refinement_steps": list(engine.refinement_steps),
             }
             if result.truncated:
                 info["prompt_truncated"] = result.truncated[i]
