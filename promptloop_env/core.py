@@ -209,7 +209,8 @@ class Engine:
         self.traj = self.backend.start(noise, generators)
         if self.refinement_steps[-1] >= self.traj.num_steps:
             raise ValueError(
-                f"Refinement point {self.refinement_steps[-1]} is past the last denoising step ({self.traj.num_steps - 1})."
+                f"Refinement point {self.refinement_steps[-1]} is past the last denoising step "
+                f"({self.traj.num_steps - 1})."
             )
         self._advance(self.prompts, self.refinement_steps[0])
         result = Refinement(self._observe(), list(self.prompts), self._progress(), truncated=cut)
