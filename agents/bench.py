@@ -248,7 +248,7 @@ def _train_settings(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
         env_id=args.env_id,
         queries=args.train_queries,
         num_inference_steps=args.num_inference_steps,
-        num_refinements=args.k,
+        num_refinements=args.num_refinements,
         queries_per_update=args.queries_per_update,
         group_size=args.group_size,
         updates=args.updates,
@@ -296,7 +296,7 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
 
     out, work, modes = Path(args.out), Path(args.work), _modes(args)
     queries = eval_queries(args.eval_queries, args.eval_n, args.seed)
-    T, K = args.num_inference_steps, args.k
+    T, K = args.num_inference_steps, args.num_refinements
     eval_env = {
         "full": _envs(args, num_refinements=K, schedule="uniform", preview="full"),
         "none": _envs(args, num_refinements=K, schedule="uniform", preview="none"),
@@ -452,18 +452,20 @@ def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
         envs = _envs(args, num_refinements=k, schedule="uniform")
         rows += _eval_agent(agent, envs, queries, args, identity, modes, sweep="K", setting=f"K = {k}, uniform", k=k)
         envs.close()
-    for label, schedule in schedules_for(args.k, T).items():
-        envs = _envs(args, num_refinements=args.k, schedule=schedule)
+    for label, schedule in schedules_for(args.num_refinements, T).items():
+        envs = _envs(args, num_refinements=args.num_refinements, schedule=schedule)
         setting = label if isinstance(schedule, str) else f"{label} ({','.join(map(str, schedule))})"
-        rows += _eval_agent(agent, envs, queries, args, identity, modes, sweep="schedule", setting=setting, k=args.k)
+        rows += _eval_agent(
+            agent, envs, queries, args, identity, modes, sweep="schedule", setting=setting, k=args.num_refinements
+        )
         envs.close()
     name = "k_sweep"
     write_csv(out / f"{name}.csv", rows)
-    plot_k_sweep(rows, out / f"{name}.png", args.agent, args.k, T)
+    plot_k_sweep(rows, out / f"{name}.png", args.agent, args.num_refinements, T)
     body = [
         f"Policy: `{args.agent}`. Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, "
         f"T = {T}, the env's reward. K = 0 is the diffusion model on the query alone (identity). Schedules place "
-        f"K = {args.k} points at the listed 0-based steps (the prompt in force from that step on); random draws them "
+        f"K = {args.num_refinements} points at the listed 0-based steps (the prompt in force from that step on); random draws them "
         "per episode from the env seed (the same for every row). 'delta' is the paired difference to K = 0.",
         "",
         markdown_rows(
@@ -522,7 +524,7 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     names = list(dict.fromkeys(n for train_name, heldout in pairs for n in (train_name, *heldout)))
     # Every reward reported as a component of the eval env's reward (only the first one weighs in its total).
     weights = {n: float(i == 0) for i, n in enumerate(names)}
-    envs = _envs(args, num_refinements=args.k, schedule="uniform", reward=weights)
+    envs = _envs(args, num_refinements=args.num_refinements, schedule="uniform", reward=weights)
 
     def eval_rows_of(policy: Any, run_name: str, label: str) -> list[dict[str, Any]]:
         rows = []
@@ -604,7 +606,7 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     eval_columns = list(dict.fromkeys(k for r in eval_rows for k in r))
     body = [
         f"Training: GRPO from `{args.base_agent}`, {args.updates} updates of {args.queries_per_update} queries x "
-        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.k} random points, on the reward named "
+        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.num_refinements} random points, on the reward named "
         "by the run; the held-out rewards score the same final images against the same queries, and the prompt "
         "drift is 1 - the mean Jaccard similarity of each prompt's words with the query's, logged every update "
         "(TensorBoard `diagnostics/heldout/<name>`, `diagnostics/prompt_drift`, "
@@ -614,7 +616,7 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
         "",
         markdown_rows(curve_rows, ["run", "metric", "first_10pct", "last_10pct", "change", "updates"]),
         "",
-        f"## Evaluation ({args.eval_n} `{args.eval_queries}` queries, K = {args.k} uniform, the same env seeds)",
+        f"## Evaluation ({args.eval_n} `{args.eval_queries}` queries, K = {args.num_refinements} uniform, the same env seeds)",
         "",
         "Each reward's mean with its 95 % CI half-width; similarities of the written prompts to the query "
         "(1.0 = the query itself).",
@@ -648,7 +650,7 @@ def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
     untrained = load_agent(args.base_agent)
     rows = []
     for env_id in backbones:
-        envs = _envs(args, env_id, num_refinements=args.k, schedule="uniform")
+        envs = _envs(args, env_id, num_refinements=args.num_refinements, schedule="uniform")
         identity = evaluate(Identity(), envs, queries, seed=args.seed)
         seen = "trained on" if env_id == args.env_id else "unseen"
         rows.append(result_row(identity, identity, backbone=env_id, seen=seen, label="identity", mode="-"))
@@ -673,7 +675,7 @@ def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
     )
     body = [
         f"Trained policy: {trained_how}; untrained: `{args.base_agent}`. Eval on each backbone: {args.eval_n} "
-        f"`{args.eval_queries}` queries, the same env seeds, T = {args.num_inference_steps}, K = {args.k} uniform, the "
+        f"`{args.eval_queries}` queries, the same env seeds, T = {args.num_inference_steps}, K = {args.num_refinements} uniform, the "
         "env's reward; 'delta' is the paired difference to identity on the same backbone.",
         "",
         markdown_rows(
@@ -723,7 +725,7 @@ def _common(parser: argparse.ArgumentParser, experiment: str) -> None:
     parser.add_argument("--eval-n", type=int, default=100, help="held-out queries (one episode each)")
     parser.add_argument("--num-envs", type=int, default=25, help="episodes run at once in evaluation")
     parser.add_argument("--num-inference-steps", type=int, default=20, help="T")
-    parser.add_argument("--k", type=int, default=5, help="refinement points K")
+    parser.add_argument("--num-refinements", type=int, default=5, help="refinement points K")
     parser.add_argument("--modes", default="sampled,greedy", help="how agents answer in evaluation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queries, env seeds and training")
     parser.add_argument("--base-agent", default="toy", help="the untrained policy RL starts from")

@@ -1,7 +1,7 @@
 """The ``promptloop`` command.
 
     promptloop train [--config run.yaml] [--algo grpo] [--updates 40] [--out runs/toy] [--resume runs/toy] ...
-    promptloop eval --agent identity --agent runs/toy/agent [--queries toy-test] [--n 200] [--out table.md]
+    promptloop eval --agent identity --agent runs/toy/agent [--queries toy-user-test] [--eval-n 200] [--out table.md]
     promptloop bench {ablation,k-sweep,overopt,unseen-backbone} [--updates 30] [--eval-n 100] [--out folder]
     accelerate launch --num_processes 2 -m agents.cli train ...      (data-parallel over processes / GPUs)
 
@@ -87,7 +87,7 @@ def _eval_parser(sub: Any) -> None:
     parser.add_argument(
         "--queries", default="toy-user-test", help="prompt set (default: the toy world's held-out user-style queries)"
     )
-    parser.add_argument("--n", type=int, default=200, help="number of queries")
+    parser.add_argument("--eval-n", type=int, default=200, help="number of held-out queries (one episode each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queries and env seeds")
     parser.add_argument("--env-id", default="PromptLoop-v0")
     parser.add_argument("--num-envs", type=int, default=25, help="episodes run at once")
@@ -122,7 +122,7 @@ def run_eval(args: argparse.Namespace) -> str:
     from .evaluate import eval_queries, evaluate, markdown_table
     from .train import make_envs
 
-    queries = eval_queries(args.queries, args.n, args.seed)
+    queries = eval_queries(args.queries, args.eval_n, args.seed)
     env_kwargs: dict[str, Any] = dict(
         num_inference_steps=args.num_inference_steps,
         num_refinements=args.num_refinements,
@@ -131,7 +131,7 @@ def run_eval(args: argparse.Namespace) -> str:
     )
     if args.reward:
         env_kwargs["reward"] = args.reward
-    envs = make_envs(args.env_id, min(args.num_envs, args.n), **env_kwargs)
+    envs = make_envs(args.env_id, min(args.num_envs, args.eval_n), **env_kwargs)
     results = {}
     for spec in args.agent:
         policy = load_policy(spec)

@@ -25,7 +25,7 @@ from agents.rollout import Episode
 from agents.train import ConfigError, TrainConfig, load_agent, train
 from promptloop_env.rewards import make_reward
 
-TINY = ["--eval-n", "2", "--num-envs", "2", "--num-inference-steps", "4", "--k", "2"]
+TINY = ["--eval-n", "2", "--num-envs", "2", "--num-inference-steps", "4", "--num-refinements", "2"]
 TINY_TRAINING = ["--updates", "1", "--queries-per-update", "1", "--group-size", "2"]
 
 
