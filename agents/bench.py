@@ -465,7 +465,8 @@ def run_k_sweep(args: argparse.Namespace) -> dict[str, Path]:
     body = [
         f"Policy: `{args.agent}`. Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, "
         f"T = {T}, the env's reward. K = 0 is the diffusion model on the query alone (identity). Schedules place "
-        f"K = {args.num_refinements} points at the listed 0-based steps (the prompt in force from that step on); random draws them "
+        f"K = {args.num_refinements} points at the listed 0-based steps (the prompt in force from that step "
+        f"on); random draws them "
         "per episode from the env seed (the same for every row). 'delta' is the paired difference to K = 0.",
         "",
         markdown_rows(
@@ -606,7 +607,8 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     eval_columns = list(dict.fromkeys(k for r in eval_rows for k in r))
     body = [
         f"Training: GRPO from `{args.base_agent}`, {args.updates} updates of {args.queries_per_update} queries x "
-        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.num_refinements} random points, on the reward named "
+        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.num_refinements} random points, on "
+        f"the reward named "
         "by the run; the held-out rewards score the same final images against the same queries, and the prompt "
         "drift is 1 - the mean Jaccard similarity of each prompt's words with the query's, logged every update "
         "(TensorBoard `diagnostics/heldout/<name>`, `diagnostics/prompt_drift`, "
@@ -616,7 +618,8 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
         "",
         markdown_rows(curve_rows, ["run", "metric", "first_10pct", "last_10pct", "change", "updates"]),
         "",
-        f"## Evaluation ({args.eval_n} `{args.eval_queries}` queries, K = {args.num_refinements} uniform, the same env seeds)",
+        f"## Evaluation ({args.eval_n} `{args.eval_queries}` queries, K = {args.num_refinements} uniform, "
+        "the same env seeds)",
         "",
         "Each reward's mean with its 95 % CI half-width; similarities of the written prompts to the query "
         "(1.0 = the query itself).",
@@ -675,7 +678,8 @@ def run_unseen_backbone(args: argparse.Namespace) -> dict[str, Path]:
     )
     body = [
         f"Trained policy: {trained_how}; untrained: `{args.base_agent}`. Eval on each backbone: {args.eval_n} "
-        f"`{args.eval_queries}` queries, the same env seeds, T = {args.num_inference_steps}, K = {args.num_refinements} uniform, the "
+        f"`{args.eval_queries}` queries, the same env seeds, T = {args.num_inference_steps}, K = "
+        f"{args.num_refinements} uniform, the "
         "env's reward; 'delta' is the paired difference to identity on the same backbone.",
         "",
         markdown_rows(

@@ -77,7 +77,7 @@ def test_open_loop_specs_and_errors(tmp_path, capsys):
     with pytest.raises(TypeError, match="MLLMAgent"):
         OpenLoop(Identity())
     code = main(
-        ["eval", "--agent", "toy", "--agent", "open-loop:toy", "--eval-n", "2", "--num-envs", "2", "--num-inference-steps",
-         "4", "--num-refinements", "2"]
+        ["eval", "--agent", "toy", "--agent", "open-loop:toy", "--eval-n", "2", "--num-envs", "2",
+         "--num-inference-steps", "4", "--num-refinements", "2"]
     )  # fmt: skip
     assert code == 0 and "| open-loop:toy |" in capsys.readouterr().out
