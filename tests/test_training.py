@@ -114,8 +114,8 @@ def test_bad_checkpoints_give_clear_errors_and_failed_writes_keep_the_last_good_
 def test_eval_command_writes_a_table(tmp_path, capsys):
     out = tmp_path / "table.md"
     code = main(
-        ["eval", "--agent", "identity", "--agent", "toy", "--eval-n", "4", "--num-envs", "4", "--num-inference-steps", "6",
-         "--num-refinements", "2", "--out", str(out)]
+        ["eval", "--agent", "identity", "--agent", "toy", "--eval-n", "4", "--num-envs", "4",
+         "--num-inference-steps", "6", "--num-refinements", "2", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     table = out.read_text()
