@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import string
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from ._quiet import quiet_loading
 from .backends import load_pipeline, make_backend
-from .core import MAX_PROMPT_CHARS, Engine, Refinement, sanitize_prompt
+from .core import MAX_PROMPT_CHARS, Engine, Refinement
 from .previews import make_preview
 from .prompts import make_prompt_source
 from .rewards import make_reward
@@ -26,6 +27,9 @@ __all__ = ["PRINTABLE", "PromptLoopEnv", "PromptText", "default_pipeline"]
 
 #: The Text spaces' sampling charset: printable ASCII without the control whitespace (tabs, line breaks).
 PRINTABLE = "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
+
+
+_LINE_BREAKS = "\t\n\r\x0b\x0c\x85\u2028\u2029"
 
 
 class PromptText(spaces.Text):
@@ -38,7 +42,14 @@ class PromptText(spaces.Text):
         super().__init__(max_length=max_length, min_length=min_length, charset=PRINTABLE, seed=seed)
 
     def contains(self, x: Any) -> bool:
-        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length and sanitize_prompt(x) == x
+        return (
+            isinstance(x, str)
+            and self.min_length <= len(x) <= self.max_length
+            and not any(unicodedata.category(c)[0] == "C" or c in _LINE_BREAKS for c in x)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.min_length, self.max_length))
 
     def __repr__(self) -> str:
         return f"PromptText({self.min_length}, {self.max_length}, printable Unicode)"
