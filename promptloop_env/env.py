@@ -512,10 +512,18 @@ class PromptLoopEnv(_Episodes, gym.Env):
     * `check_memory`: refuse at construction a batch whose rough peak memory exceeds what is available (a
       ``MemoryError`` naming the estimate); ``False`` tries anyway.
 
-    ``info`` always has `query`, `step` (denoising steps done), `refinement` (actions taken) and
-    `refinement_steps` (the 0-based step from which each action's prompt is in force); after an action,
-    `prompt_truncated`; at the end also `image` (uint8 H x W x 3), `prompts` (the K prompts used, aligned with
-    `refinement_steps`) and `reward_components`.
+    ## Info
+
+    | key                 | when                 | meaning                                                      |
+    |---------------------|----------------------|--------------------------------------------------------------|
+    | `query`             | always               | the query the reward grades (sanitised, never cut)            |
+    | `step`              | always               | denoising steps done                                         |
+    | `refinement`        | always               | actions taken so far                                         |
+    | `refinement_steps`  | always               | the 0-based step from which each action's prompt is in force |
+    | `prompt_truncated`  | always               | the prompt in force (at reset: the query) was cut to fit     |
+    | `image`             | at the end           | the final image, uint8 H x W x 3                             |
+    | `prompts`           | at the end           | the K prompts used, aligned with `refinement_steps`          |
+    | `reward_components` | at the end           | each named part of the reward                                |
 
     ## Vectorized environment
 
@@ -534,6 +542,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
 
     ```
     """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "rgb_array_list"], "render_fps": 2}
 
     def __init__(
         self,
