@@ -308,3 +308,33 @@ def test_user_prompt_sets_and_pickling():
         queries = [source(np.random.default_rng(3)) for _ in range(3)]
         assert queries == [again(np.random.default_rng(3)) for _ in range(3)]
         assert all(parse(q) for q in queries)
+
+
+def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
+    from agents.toy.scripted import REWRITES, NeglectController, Rewrite, objects_seen, swapped
+    from promptloop_env.toy.grammar import describe, user_query
+
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        scene = random_scene(rng)
+        query = user_query(scene, rng)
+        assert all(isinstance(rule(query), str) and rule(query) for rule in REWRITES.values())
+        assert parse(REWRITES["canonical caption"](query)) == parse(query)
+        assert REWRITES["canonical caption"](query) == describe(parse(query))
+        flipped = swapped(parse(query))
+        assert swapped(flipped) == parse(query)
+    assert Rewrite("canonical caption").act({"query": "a cat", "prompt": "a cat"}) == ["a cat"]  # outside: kept
+    with pytest.raises(ValueError, match="Unknown rewrite"):
+        Rewrite("poetry")
+    scene = Scene((Object("circle", "red", "large"), Object("square", "blue", "large")), "white", relation="above")
+    query = "a red circle over a blue box"
+    spec = parse(query)
+    neglected = render(scene, hidden=(1,))
+    assert objects_seen(neglected, spec) == [True, False] and objects_seen(render(scene), spec) == [True, True]
+    controller = NeglectController(act_until=0.5)
+    obs = {"query": query, "prompt": query, "preview": neglected, "progress": np.array([0.15], np.float32)}
+    assert controller.act(obs) == [describe(swapped(spec))]  # the missing blue square is named first
+    obs.update(preview=render(scene))
+    assert controller.act(obs) == [describe(spec)]  # both there: the canonical caption, in the model's dialect
+    obs.update(preview=neglected, progress=np.array([0.85], np.float32))
+    assert controller.act(obs) == [describe(spec)]  # too late to add an object: hold
