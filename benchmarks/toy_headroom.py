@@ -101,12 +101,12 @@ def main() -> None:
             print(f"train  open loop: {name}: {chosen[name]:.4f}", flush=True)
     best_rule = max(chosen, key=chosen.get)
     settings = {}
-    for act_until in (0.2, 0.4, 0.6):
-        settings[act_until] = float(
-            np.mean([e.reward for e in run(NeglectController(act_until), envs, train, train_seed)])
-        )
-        print(f"train  closed loop act_until={act_until}: {settings[act_until]:.4f}", flush=True)
-    act_until = max(settings, key=settings.get)
+    for act_until in (0.2, 0.4):
+        for min_mass in (4.0, 8.0):
+            episodes = run(NeglectController(act_until, min_mass), envs, train, train_seed)
+            settings[(act_until, min_mass)] = float(np.mean([e.reward for e in episodes]))
+            print(f"train  closed loop {act_until}, {min_mass}: {settings[(act_until, min_mass)]:.4f}", flush=True)
+    act_until, min_mass = max(settings, key=settings.get)
 
     rows: dict[str, dict] = {}
 
@@ -119,7 +119,10 @@ def main() -> None:
         if name != "the query":
             label = f"open loop: {name}" + (" (chosen on train)" if name == best_rule else "")
             add(label, run(Rewrite(name), envs, test))
-    add(f"closed loop: neglect controller (acts until {act_until:.0%})", run(NeglectController(act_until), envs, test))
+    add(
+        f"closed loop: neglect controller (acts until {act_until:.0%} done, {min_mass:g} px)",
+        run(NeglectController(act_until, min_mass), envs, test),
+    )
     rule_rows = [r["rewards"] for label, r in rows.items() if label == "identity" or label.startswith("open loop")]
     variant_rows = [rows["identity"]["rewards"]]
     for suffix in VARIANTS[1:]:
@@ -161,7 +164,8 @@ def main() -> None:
         f"same for every row. Choices made on {args.train_n} `toy-user-train` queries (env seeds from "
         f"{train_seed}): open-loop rule **{best_rule}** (train means: "
         + ", ".join(f"{k} {v:.3f}" for k, v in chosen.items())
-        + f"); controller acts until progress {act_until} (train means: "
+        + f"); controller acts until progress {act_until} with {min_mass:g} px of colour as 'present' (train "
+        "means, (until, px): "
         + ", ".join(f"{k} {v:.3f}" for k, v in settings.items())
         + "). Paired 95 % CIs (normal approximation over per-episode differences).",
         "",

@@ -8,7 +8,7 @@ progress and the preview), never the final image.
 - :data:`REWRITES`: the documented rule set of text-only rewrites of a query; :class:`Rewrite` holds one at
   every refinement point (the open-loop policy: what it writes does not depend on what it sees).
 - :class:`NeglectController`: writes the query in the model's own dialect (:func:`describe`) and, while the
-  layout can still change, reads the preview with the scorer's perception (:func:`detect`): when an object
+  layout can still change, reads the preview with the scorer's colour model (:func:`colour_mass`): when an object
   of a two-object query is missing, it names that object first (the same scene, relation inverted), the
   position the toy model draws most reliably.
 """
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from promptloop_env.toy.grammar import ParseError, Spec, describe, parse
-from promptloop_env.toy.scorer import detect
+from promptloop_env.toy.grammar import COLORS, ParseError, Spec, describe, parse
+from promptloop_env.toy.scorer import MIN_CONTRAST, RESIDUAL_TOLERANCE, detect
 
 from ..mllm import split_observations
 
-__all__ = ["REWRITES", "NeglectController", "Rewrite", "objects_seen", "swapped"]
+__all__ = ["REWRITES", "NeglectController", "Rewrite", "colour_mass", "objects_forming", "objects_seen", "swapped"]
 
 #: The inverse of each relation: "A left of B" is "B right of A".
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", None: None}
@@ -81,24 +81,51 @@ class Rewrite:
         return [self.rule(o["query"]) for o in split_observations(observations)]
 
 
-def objects_seen(preview: np.ndarray, spec: Spec) -> list[bool]:
-    """For each object of ``spec``, whether the preview shows an object of its colour (scorer perception)."""
-    _, detections = detect(np.asarray(preview))
+def objects_seen(image: np.ndarray, spec: Spec) -> list[bool]:
+    """For each object of ``spec``, whether the image shows an object of its colour (the scorer's detection:
+    for final images and late previews)."""
+    _, detections = detect(np.asarray(image))
     colors = {d.color for d in detections}
     return [o.color in colors for o in spec.objects]
+
+
+def colour_mass(preview: np.ndarray, color: str) -> float:
+    """How many pixels' worth of ``color`` a (blurry, early) preview shows: each pixel's share of the colour
+    along its mixing line with the background (the scorer's colour model, without its component and size
+    rules, which a preview early in sampling does not meet yet)."""
+    rgb = np.asarray(preview, dtype=np.float64)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = np.median(border, axis=0)
+    direction = np.asarray(COLORS[color], dtype=np.float64) - background
+    norm2 = float((direction**2).sum())
+    if norm2 < MIN_CONTRAST**2:  # the colour cannot be told from this background
+        return 0.0
+    diff = rgb - background
+    alpha = diff @ direction / norm2
+    residual = np.linalg.norm(diff - alpha[..., None] * direction, axis=-1)
+    member = (residual < RESIDUAL_TOLERANCE) & (alpha > 0.3)
+    scale = 32 * 32 / (rgb.shape[0] * rgb.shape[1])  # in pixels at 32 x 32
+    return float(np.clip(alpha, 0.0, 1.0)[member].sum() * scale)
+
+
+def objects_forming(preview: np.ndarray, spec: Spec, min_mass: float = 4.0) -> list[bool]:
+    """For each object of ``spec``, whether an early preview shows at least ``min_mass`` pixels of its colour."""
+    return [colour_mass(preview, o.color) >= min_mass for o in spec.objects]
 
 
 class NeglectController:
     """A closed-loop scripted policy: the model's dialect, plus "name the missing object first".
 
-    At every refinement point with ``progress <= act_until`` it reads the preview: for a two-object query
-    where exactly one object is missing, the prompt becomes the canonical caption with the missing object
-    named first; otherwise the prompt in force is kept (the canonical caption at the first point). Past
-    ``act_until`` the prompt is held. Queries outside the grammar are passed through unchanged.
+    At every refinement point with ``progress <= act_until`` it reads the preview (:func:`objects_forming`,
+    at least ``min_mass`` pixels of each object's colour): for a two-object query where exactly one object is
+    missing, the prompt becomes the canonical caption with the missing object named first; otherwise the
+    prompt in force is kept (the canonical caption at the first point). Past ``act_until`` the prompt is
+    held. Queries outside the grammar are passed through unchanged.
     """
 
-    def __init__(self, act_until: float = 0.5) -> None:
+    def __init__(self, act_until: float = 0.5, min_mass: float = 4.0) -> None:
         self.act_until = float(act_until)
+        self.min_mass = float(min_mass)
 
     def act(self, observations: Any) -> list[str]:
         prompts = []
@@ -111,7 +138,7 @@ class NeglectController:
             canonical, other = describe(spec), describe(swapped(spec))
             prompt = o["prompt"] if o["prompt"] in (canonical, other) else canonical
             if len(spec.objects) == 2 and float(np.ravel(o["progress"])[0]) <= self.act_until:
-                seen = objects_seen(o["preview"], spec)
+                seen = objects_forming(o["preview"], spec, self.min_mass)
                 if seen == [True, False]:
                     prompt = other
                 elif seen == [False, True]:
