@@ -11,16 +11,17 @@ from promptloop_env.rewards import make_reward
 from promptloop_env.toy import ParseError, caption, parse, random_scene, render, score
 from promptloop_env.toy.model import TOY_MODEL_DIR, load_toy_pipeline
 
-# A regression guard for retrained weights: plain one-object queries whose colour the model must get.
+# A regression guard for retrained weights: one-object queries in the model's own dialect (`describe`) whose
+# colour and position the model must get (toy world v2 follows position words; v1 did not).
 COLOUR_QUERIES = [
-    "a red circle",
-    "a blue square",
-    "a green triangle",
-    "a yellow circle on a black background",
-    "a purple square",
-    "an orange triangle",
-    "a pink circle",
-    "a cyan square",
+    "a large red circle in the center on a white background",
+    "a small blue square on the left on a gray background",
+    "a large green triangle at the top on a black background",
+    "a large yellow circle at the bottom on a black background",
+    "a large purple square on the right on a white background",
+    "a large orange triangle in the center on a gray background",
+    "a large pink circle on the left on a brown background",
+    "a large cyan square at the top on a brown background",
 ]
 
 
@@ -57,13 +58,16 @@ def test_shipped_model_is_deterministic_for_a_seed():
 
 def test_model_draws_the_queried_colour():
     envs = gym.make_vec("PromptLoop-v0", num_envs=len(COLOUR_QUERIES), num_refinements=1)
-    hits = 0
+    hits = placed = 0
     for seed in (0, 100):
         obs, _ = envs.reset(seed=seed, options={"query": COLOUR_QUERIES})
         _, _, terminated, _, info = envs.step(list(obs["query"]))
         assert terminated.all()
-        hits += sum(score(img, q).checks["color"] for img, q in zip(info["image"], COLOUR_QUERIES, strict=True))
+        verdicts = [score(img, q).checks for img, q in zip(info["image"], COLOUR_QUERIES, strict=True)]
+        hits += sum(v["color"] for v in verdicts)
+        placed += sum(v["position"] for v in verdicts)
     assert hits >= 0.75 * 2 * len(COLOUR_QUERIES), f"only {hits} of {2 * len(COLOUR_QUERIES)} colours right"
+    assert placed >= 0.5 * 2 * len(COLOUR_QUERIES), f"only {placed} of {2 * len(COLOUR_QUERIES)} positions right"
 
 
 def test_toy_rewards_on_renders_of_the_query():
