@@ -119,13 +119,15 @@ class NeglectController:
     At every refinement point with ``progress <= act_until`` it reads the preview (:func:`objects_forming`,
     at least ``min_mass`` pixels of each object's colour): for a two-object query where exactly one object is
     missing, the prompt becomes the canonical caption with the missing object named first; otherwise the
-    prompt in force is kept (the canonical caption at the first point). Past ``act_until`` the prompt is
-    held. Queries outside the grammar are passed through unchanged.
+    prompt in force is kept (at the first point: the canonical caption, or with ``second_first`` the
+    canonical caption with the query's second object named first, the best open-loop rewrite on the toy
+    world). Past ``act_until`` the prompt is held. Queries outside the grammar are passed through unchanged.
     """
 
-    def __init__(self, act_until: float = 0.5, min_mass: float = 4.0) -> None:
+    def __init__(self, act_until: float = 0.5, min_mass: float = 4.0, second_first: bool = False) -> None:
         self.act_until = float(act_until)
         self.min_mass = float(min_mass)
+        self.second_first = bool(second_first)
 
     def act(self, observations: Any) -> list[str]:
         prompts = []
@@ -136,7 +138,7 @@ class NeglectController:
                 prompts.append(o["prompt"])
                 continue
             canonical, other = describe(spec), describe(swapped(spec))
-            prompt = o["prompt"] if o["prompt"] in (canonical, other) else canonical
+            prompt = o["prompt"] if o["prompt"] in (canonical, other) else (other if self.second_first else canonical)
             if len(spec.objects) == 2 and float(np.ravel(o["progress"])[0]) <= self.act_until:
                 seen = objects_forming(o["preview"], spec, self.min_mass)
                 if seen == [True, False]:
