@@ -121,9 +121,9 @@ def main() -> None:
         if name != "the query":
             label = f"open loop: {name}" + (" (chosen on train)" if name == best_rule else "")
             add(label, run(Rewrite(name), envs, test))
-    start = "second object named first" if second_first else "canonical"
+    origin = "second object named first" if second_first else "canonical"
     add(
-        f"closed loop: neglect controller (from '{start}', acts until {act_until:.0%} done)",
+        f"closed loop: neglect controller (from '{origin}', acts until {act_until:.0%} done)",
         run(NeglectController(act_until, min_mass, second_first), envs, test),
     )
     rule_rows = [r["rewards"] for label, r in rows.items() if label == "identity" or label.startswith("open loop")]
@@ -167,7 +167,7 @@ def main() -> None:
         f"same for every row. Choices made on {args.train_n} `toy-user-train` queries (env seeds from "
         f"{train_seed}): open-loop rule **{best_rule}** (train means: "
         + ", ".join(f"{k} {v:.3f}" for k, v in chosen.items())
-        + f"); the controller starts from '{start}' and acts until progress {act_until}, an object 'present' from "
+        + f"); the controller starts from '{origin}' and acts until progress {act_until}, an object 'present' from "
         + f"{min_mass:g} px of its colour (train means, (acts until, second object first): "
         + ", ".join(f"{k} {v:.3f}" for k, v in settings.items())
         + "). Paired 95 % CIs (normal approximation over per-episode differences).",
