@@ -109,7 +109,7 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` algorithm setting (``kl_coef``, ``epochs``, ``minibatches``) set to the
         chosen algorithm's own default (:class:`~agents.grpo.GRPOSettings`, :class:`~agents.ppo.PPOSettings`)."""
-        defaults = (GRPOSettings if self.algo == "grpo" else PPOSettings)()
+        defaults = (PPOSettings if self.algo == "ppo" else GRPOSettings)()
         return dataclasses.replace(
             self,
             **{
@@ -128,8 +128,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming every setting out of range."""
-        if self.algo in ("grpo", "ppo"):
-            self = self.resolved()  # check the values the run will use
+        self = self.resolved()  # check the values the run will use
         problems = []
         if self.algo not in ("grpo", "ppo"):
             problems.append(f"algo={self.algo!r} (expected 'grpo' or 'ppo')")

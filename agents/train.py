@@ -90,7 +90,7 @@ def _placement(config: TrainConfig, accelerator: Any) -> tuple[int, Any, torch.d
             "runs whole GRPO groups: use a multiple of the number of processes)"
         )
     local = config.num_envs // processes
-    if config.minibatches > max(local, 1):
+    if config.resolved().minibatches > max(local, 1):
         problems.append(f"minibatches={config.minibatches} exceeds the {local} episodes per process and update")
     device = accelerator.device if config.diffusion_device == "auto" else torch.device(config.diffusion_device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -85,6 +85,12 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=50)
     parser.add_argument("--env-id", default="PromptLoop-v0")
     parser.add_argument("--out", default="benchmarks/results/toy_headroom.md")
+    parser.add_argument(
+        "--rule", default=None, help="skip the choice on train: this open-loop rule (a REWRITES name) is the best"
+    )
+    parser.add_argument(
+        "--controller", default=None, help="skip the choice on train: 'ACTS_UNTIL,SECOND_FIRST', e.g. '0.2,1'"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
@@ -95,19 +101,23 @@ def main() -> None:
 
     # Choices on train queries: the open-loop rule and the controller's setting.
     chosen: dict[str, float] = {}
-    for name, rule in REWRITES.items():
+    for name, rule in REWRITES.items() if args.rule is None else ():
         if name != "the query":
             chosen[name] = float(np.mean([e.reward for e in run(Rewrite(rule), envs, train, train_seed)]))
             print(f"train  open loop: {name}: {chosen[name]:.4f}", flush=True)
-    best_rule = max(chosen, key=chosen.get)
+    best_rule = args.rule or max(chosen, key=chosen.get)
     settings = {}
-    for act_until in (0.2, 0.4):
+    for act_until in (0.2, 0.4) if args.controller is None else ():
         for second_first in (False, True):
             key = (act_until, second_first)
             episodes = run(NeglectController(act_until, 4.0, second_first), envs, train, train_seed)
             settings[key] = float(np.mean([e.reward for e in episodes]))
             print(f"train  closed loop {key}: {settings[key]:.4f}", flush=True)
-    act_until, second_first = max(settings, key=settings.get)
+    if args.controller is None:
+        act_until, second_first = max(settings, key=settings.get)
+    else:
+        until, first = args.controller.split(",")
+        act_until, second_first = float(until), bool(int(first))
     min_mass = 4.0
 
     rows: dict[str, dict] = {}
@@ -165,7 +175,8 @@ def main() -> None:
         f"`{args.env_id}` at its defaults (T = 20, K = 5 uniform points: steps 3/7/10/13/17, guidance 3.0, reward "
         f"`toy_alignment`); {args.n} held-out `toy-user-test` queries (seed 0), env seeds 0..{args.n - 1}, the "
         f"same for every row. Choices made on {args.train_n} `toy-user-train` queries (env seeds from "
-        f"{train_seed}): open-loop rule **{best_rule}** (train means: "
+        f"{train_seed}; given with --rule/--controller when an earlier run made them, whose train means are "
+        f"then not repeated here): open-loop rule **{best_rule}** (train means: "
         + ", ".join(f"{k} {v:.3f}" for k, v in chosen.items())
         + f"); the controller starts from '{origin}' and acts until progress {act_until}, an object 'present' from "
         + f"{min_mass:g} px of its colour (train means, (acts until, second object first): "

@@ -152,9 +152,10 @@ def _check_timesteps(backend: Any, num_steps: int) -> None:
 def _available_memory() -> float:
     """Bytes of memory available now (Linux ``/proc/meminfo``; elsewhere psutil, else unknown: inf)."""
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
     except OSError:
         pass
     try:

@@ -43,7 +43,7 @@ def test_vector_bad_actions(pipeline):
     with pytest.raises(ResetNeeded):
         envs.step(["a", "b"])
     envs.reset(seed=0)
-    with pytest.raises(TypeError, match="sequence of 2"):
+    with pytest.raises(TypeError, match="list or tuple of 2"):
         envs.step(["only one"])
     with pytest.raises(TypeError, match="must be a str"):
         envs.step(["ok", 5])

@@ -55,13 +55,14 @@ def worker(root: str) -> None:
         with real_atomic_folder(target) as folder:
             yield folder
 
-    training.atomic_folder = recorded  # record, then write as usual
+    checkpoints = importlib.import_module("agents.checkpoint")  # checkpoints are written there, the agent here
+    training.atomic_folder = checkpoints.atomic_folder = recorded  # record, then write as usual
     try:
         straight = training.train(run_config(root / "straight"), progress=False)
         training.train(run_config(root / "split", updates=1), progress=False)
         resumed = training.train(run_config(root / "split", resume=str(root / "split")), progress=False)
     finally:
-        training.atomic_folder = real_atomic_folder
+        training.atomic_folder = checkpoints.atomic_folder = real_atomic_folder
     for name, result in (("straight", straight), ("resumed", resumed)):
         save_file(get_peft_model_state_dict(result["policy"].model), str(root / f"{name}_{rank}.safetensors"))
     record = {"pid": os.getpid(), "writes": writes, "return": straight["metrics"]["charts/episodic_return"]}
