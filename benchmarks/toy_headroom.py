@@ -177,10 +177,10 @@ def main() -> None:
         f"same for every row. Choices made on {args.train_n} `toy-user-train` queries (env seeds from "
         f"{train_seed}; given with --rule/--controller when an earlier run made them, whose train means are "
         f"then not repeated here): open-loop rule **{best_rule}** (train means: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in chosen.items())
+        + (", ".join(f"{k} {v:.3f}" for k, v in chosen.items()) or "from the earlier run")
         + f"); the controller starts from '{origin}' and acts until progress {act_until}, an object 'present' from "
         + f"{min_mass:g} px of its colour (train means, (acts until, second object first): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in settings.items())
+        + (", ".join(f"{k} {v:.3f}" for k, v in settings.items()) or "from the earlier run")
         + "). Paired 95 % CIs (normal approximation over per-episode differences).",
         "",
         *report.table(["row", "toy_alignment [95% CI]", "vs identity", "vs best open loop"], table),
