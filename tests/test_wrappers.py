@@ -79,7 +79,8 @@ def test_token_action_appends_or_replaces_with_vocabulary_words():
 
 
 def test_numeric_observation_encodes_previews_and_text():
-    base = gym.make("PromptLoop-v0", **TWO)
+    # A query outside the toy grammar (", red" names no shape): graded by a reward that takes any text.
+    base = gym.make("PromptLoop-v0", reward=lambda images, queries: np.zeros(len(images)), **TWO)
     vocabulary = ["red", "circle", "left", "blue"]
     env = NumericObservation(base, text="bow", vocabulary=vocabulary, preview_size=(40, 36))
     obs, _ = env.reset(seed=0, options={"query": QUERY + ", red"})
