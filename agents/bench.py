@@ -290,8 +290,50 @@ def _eval_agent(
     return rows
 
 
+#: The scripted reference rows of the ablation on the toy world (the choices made on train queries in
+#: ``benchmarks/results/toy_headroom.md``): the best open-loop rewrite and the closed-loop neglect controller.
+SCRIPTED_REFERENCES = {
+    "scripted open loop: canonical, second object named first": ("rewrite", "canonical, second object named first"),
+    "scripted closed loop: neglect controller": ("controller", dict(act_until=0.2, second_first=True)),
+}
+
+
+def _scripted(kind: str, setting: Any) -> Any:
+    from .toy.scripted import NeglectController, Rewrite
+
+    return Rewrite(setting) if kind == "rewrite" else NeglectController(**setting)
+
+
+def _ablation_runs(args: argparse.Namespace, K: int) -> list[tuple[str, str, dict[str, Any], str]]:
+    """``(label, run name, training overrides, eval env)`` of each trained row."""
+    seeds = _int_list(args.train_seeds, "--train-seeds")
+    if not seeds:
+        raise ConfigError(f"--train-seeds {args.train_seeds!r}: give at least one seed.")
+    runs = [("RL one-shot rewrite (K = 1 at step 0)", "rl-one-shot", dict(num_refinements=1, schedule="0"), "one-shot")]
+    runs[0][2].update(preview="none", seed=seeds[0])
+    for seed in seeds:
+        suffix = f", seed {seed}" if len(seeds) > 1 else ""
+        runs.append(
+            (
+                f"RL K = {K}, no latent feedback{suffix}",
+                f"rl-k-no-preview-s{seed}",
+                dict(preview="none", seed=seed),
+                "none",
+            )
+        )
+    for seed in seeds:
+        suffix = f", seed {seed}" if len(seeds) > 1 else ""
+        runs.append(
+            (f"RL K = {K} + latent feedback{suffix}", f"rl-k-preview-s{seed}", dict(preview="full", seed=seed), "full")
+        )
+    if args.ppo:
+        runs.append((f"PPO K = {K} + latent feedback", "ppo-k-preview", dict(algo="ppo", seed=seeds[0]), "full"))
+    return runs
+
+
 def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
-    """The paper's ablation table on one env: base model, untrained policy, three RL variants."""
+    """The paper's ablation table on one env: base model, untrained policy, RL one-shot, RL K without and with
+    previews (GRPO, one run per ``--train-seeds``), PPO K with previews, and the toy world's scripted references."""
     from .baselines import Identity
 
     out, work, modes = Path(args.out), Path(args.work), _modes(args)
@@ -303,38 +345,33 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         "one-shot": _envs(args, num_refinements=1, schedule=[0], preview="none"),
     }
     identity = evaluate(Identity(), eval_env["full"], queries, seed=args.seed)
+    results: dict[tuple[str, str], EvalResult] = {("base model (identity)", "-"): identity}
     rows = [result_row(identity, identity, label="base model (identity)", mode="-", train_minutes=float("nan"))]
-    untrained = load_agent(args.base_agent)
-    rows += _eval_agent(
-        untrained,
-        eval_env["full"],
-        queries,
-        args,
-        identity,
-        modes,
-        label=f"untrained policy (K = {K})",
-        train_minutes=float("nan"),
-    )
-    variants = {
-        # label: (run name, training overrides, eval env)
-        "RL one-shot rewrite (K = 1 at step 0)": (
-            "rl-one-shot",
-            dict(num_refinements=1, schedule="0", preview="none"),
-            "one-shot",
-        ),
-        f"RL K = {K}, no latent feedback": ("rl-k-no-preview", dict(preview="none"), "none"),
-        f"RL K = {K} + latent feedback": ("rl-k-preview", dict(preview="full"), "full"),
-    }
+
+    def add(policy: Any, env_key: str, label: str, minutes: float, policy_modes: list[str]) -> None:
+        for mode in policy_modes:
+            torch.manual_seed(args.seed)  # sampled rows: the same sampling stream wherever the row is evaluated
+            result = evaluate(policy, eval_env[env_key], queries, seed=args.seed, greedy=mode == "greedy")
+            results[(label, mode)] = result
+            rows.append(result_row(result, identity, label=label, mode=mode, train_minutes=minutes))
+
+    if args.scripted and (args.env_id == "PromptLoop-v0" or args.env_id.startswith("PromptLoop-Toy")):
+        for label, (kind, setting) in SCRIPTED_REFERENCES.items():
+            add(_scripted(kind, setting), "full", label, float("nan"), ["-"])
+    add(load_agent(args.base_agent), "full", f"untrained policy (K = {K})", float("nan"), modes)
     notes = []
-    for label, (name, overrides, env_key) in variants.items():
-        run = train_agent(name, work, reuse=args.reuse, progress=args.progress, **_train_settings(args, **overrides))
-        agent = load_agent(str(run.agent))
-        rows += _eval_agent(
-            agent, eval_env[env_key], queries, args, identity, modes, label=label, train_minutes=run.minutes
-        )
+    for label, name, overrides, env_key in _ablation_runs(args, K):
+        settings = _train_settings(args, **overrides)
+        run = train_agent(name, work, reuse=args.reuse, progress=args.progress, **settings)
+        add(load_agent(str(run.agent)), env_key, label, run.minutes, modes)
         first, last = first_last(tb_scalars(run.tensorboard, "charts/episodic_return")[1])
+        _, speed = tb_scalars(run.tensorboard, "charts/episodes_per_second")
+        _, tokens = tb_scalars(run.tensorboard, "charts/tokens_per_second")
+        rate = (
+            f"; median {np.median(speed):.2f} episodes/s, {np.median(tokens):.0f} agent tokens/s" if len(speed) else ""
+        )
         notes.append(
-            f"- `{name}` ({label}): {run.minutes:.1f} min of training; training return {first:.4f} (first "
+            f"- `{name}` ({label}): {run.minutes:.1f} min of training{rate}; training return {first:.4f} (first "
             f"10 % of updates) -> {last:.4f} (last 10 %)."
         )
     for env in eval_env.values():
@@ -347,9 +384,9 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
     body = [
         f"Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, T = {T}, "
         f"K = {K} uniform refinement points (the one-shot row: K = 1 at step 0, no preview), the env's reward. "
-        f"Training: GRPO, {args.updates} updates "
-        f"of {args.queries_per_update} queries x G = {args.group_size}, random refinement points, from "
-        f"`{args.base_agent}`. 'delta' is the paired difference to the base model on the same episodes.",
+        f"Training: {args.updates} updates of {args.queries_per_update} queries x G = {args.group_size} "
+        f"(GRPO unless named PPO), random refinement points, from `{args.base_agent}`. 'delta' is the paired "
+        "difference to the base model on the same episodes.",
         "",
         markdown_rows(
             rows,
@@ -369,10 +406,36 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         "",
         *notes,
         "",
+        *_ablation_comparisons(results, K),
+        "",
         f"![ablation]({name}.png)",
     ]
     md = write_report(out, name, "Ablation", args, body)
     return {"markdown": md, "csv": out / f"{name}.csv", "plot": out / f"{name}.png"}
+
+
+def _ablation_comparisons(results: dict[tuple[str, str], EvalResult], K: int) -> list[str]:
+    """Paired differences between the rows the paper's ablation steps compare (same episodes)."""
+    lines = ["Paired comparisons (same queries and env seeds; 95 % CIs):", ""]
+    with_preview = [key for key in results if key[0].startswith(f"RL K = {K} + latent feedback")]
+    without = {key[0].split(", seed")[-1]: key for key in results if key[0].startswith(f"RL K = {K}, no latent")}
+    one_shot = [key for key in results if key[0].startswith("RL one-shot")]
+    closed = [key for key in results if key[0].startswith("scripted closed loop")]
+    identity = results[("base model (identity)", "-")]
+    for key in with_preview:
+        seed, mode = key[0].split(", seed")[-1], key[1]
+        pairs = [("identity", identity)]
+        if seed in without and (without[seed][0], mode) in results:
+            pairs.append(("no latent feedback", results[(without[seed][0], mode)]))
+        pairs += [("one-shot", results[k]) for k in one_shot if k[1] == mode]
+        for name, base in pairs:
+            delta, half = paired_delta(results[key], base)
+            lines.append(f"- {key[0]} ({mode}) - {name}: {delta:+.4f} [{delta - half:+.4f}, {delta + half:+.4f}]")
+        if closed:
+            gain = results[closed[0]].mean - identity.mean
+            share = (results[key].mean - identity.mean) / gain if gain > 0 else float("nan")
+            lines.append(f"  - share of the scripted closed-loop gain over identity ({gain:+.4f}): {share:.0%}")
+    return lines
 
 
 def schedules_for(k: int, steps: int) -> dict[str, Any]:
@@ -751,6 +814,14 @@ def add_bench_parser(sub: Any) -> None:
     p = experiments.add_parser("ablation", help="base model / untrained / RL one-shot / RL K no preview / RL K")
     _common(p, "ablation")
     _training(p)
+    p.add_argument("--train-seeds", default="0", help="training seeds of the two RL K rows, comma-separated")
+    p.add_argument("--ppo", action=argparse.BooleanOptionalAction, default=True, help="the PPO K + previews row")
+    p.add_argument(
+        "--scripted",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the toy world's scripted open- and closed-loop reference rows",
+    )
     p = experiments.add_parser("k-sweep", help="reward versus K and versus where the refinement points fall")
     _common(p, "k-sweep")
     p.add_argument("--agent", default="toy", help="policy: 'toy' or an agent folder (a run's agent/)")

@@ -58,6 +58,11 @@ class TrainConfig:
     one_shot: bool = _f(False, "act at the first refinement only and hold the prompt (feed-forward rewriting)")
     queries_per_update: int = _f(4, "distinct queries per update")
     group_size: int = _f(4, "episodes per query (GRPO's G; PPO runs them as independent episodes)")
+    shared_noise: bool = _f(
+        True,
+        "the episodes of one query start from the same initial noise, so their rewards differ by the prompts "
+        "alone (as DanceGRPO shares noise within a group); False: a seed per episode",
+    )
     updates: int = _f(40, "number of updates")
     lr: float = _f(1e-3, "AdamW learning rate of the LoRA adapter (and value head)")
     lora_r: int = _f(8, "LoRA rank")

@@ -203,7 +203,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         rng = np.random.default_rng([config.seed, update])
         distinct = [source(rng) for _ in range(config.queries_per_update)]
         queries = _shard([q for q in distinct for _ in range(config.group_size)], accelerator)
-        seeds = _shard([int(s) for s in rng.integers(0, 2**31 - 1, size=config.num_envs)], accelerator)
+        if config.shared_noise:  # one initial noise per query, the same for its group
+            seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=config.queries_per_update)]
+            seeds = _shard([s for s in seeds for _ in range(config.group_size)], accelerator)
+        else:
+            seeds = _shard([int(s) for s in rng.integers(0, 2**31 - 1, size=config.num_envs)], accelerator)
 
         t0 = time.perf_counter()
         episodes = collect(agent, envs, queries, seeds, one_shot=config.one_shot)
