@@ -147,7 +147,7 @@ def run_eval(args: argparse.Namespace) -> str:
     return table
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Loading bars and deprecation chatter of the libraries below would drown the run's own output."""
     import warnings
 
@@ -161,7 +161,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     parser = argparse.ArgumentParser(
         prog="promptloop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

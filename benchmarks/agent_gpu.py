@@ -19,18 +19,14 @@ import argparse
 import copy
 import datetime
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from agents.mllm import MLLMAgent  # noqa: E402
-from agents.tiny import build_chat_tokenizer  # noqa: E402
+from agents.mllm import MLLMAgent
+from agents.tiny import build_chat_tokenizer
 
 
 def qwen25_vl_3b(tokenizer, small: bool):

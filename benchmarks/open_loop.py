@@ -26,17 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from agents.baselines import Identity
+from agents.cli import quiet_libraries
+from agents.evaluate import EvalResult, eval_queries, evaluate
+from agents.openloop import OpenLoop
+from agents.rollout import collect
+from agents.toy import load_toy_policy
+from agents.train import make_envs
+from promptloop_env.toy.grammar import describe, parse
 
-from agents.baselines import Identity  # noqa: E402
-from agents.cli import _quiet_libraries  # noqa: E402
-from agents.evaluate import EvalResult, eval_queries, evaluate  # noqa: E402
-from agents.openloop import OpenLoop  # noqa: E402
-from agents.rollout import collect  # noqa: E402
-from agents.toy import load_toy_policy  # noqa: E402
-from agents.train import make_envs  # noqa: E402
-from promptloop_env.toy.grammar import describe, parse  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Timed:
@@ -98,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "open_loop.md"))
     args = parser.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
     agent = load_toy_policy()

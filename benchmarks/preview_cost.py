@@ -19,7 +19,6 @@ import argparse
 import datetime
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -27,10 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from promptloop_env.backends import make_backend  # noqa: E402
-from promptloop_env.previews import (  # noqa: E402
+from promptloop_env.backends import make_backend
+from promptloop_env.previews import (
     FullDecodePreview,
     LinearPreview,
     TinyPreview,

@@ -19,20 +19,16 @@ import datetime
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from agents.cli import _quiet_libraries  # noqa: E402
-from agents.evaluate import eval_queries, evaluate  # noqa: E402
-from agents.mllm import split_observations  # noqa: E402
-from agents.train import make_envs  # noqa: E402
-from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+from agents.cli import quiet_libraries
+from agents.evaluate import eval_queries, evaluate
+from agents.mllm import split_observations
+from agents.train import make_envs
+from promptloop_env.wrappers import DEFAULT_BANK
 
 #: The bank of examples/sb3_prompt_bank.py: the default bank and two prompts that replace the query.
 BANK = (*DEFAULT_BANK, "a small white circle on a white background", "")
@@ -65,7 +61,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/sb3_bank_effects.md")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet_libraries()
+    quiet_libraries()
     start = time.perf_counter()
     queries = eval_queries("toy-test", args.n, seed=0)
     envs = make_envs(

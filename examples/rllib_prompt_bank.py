@@ -24,16 +24,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+from promptloop_env.wrappers import DEFAULT_BANK
 
 ENV_NAME = "PromptLoopBank-v0"
 #: The bank of examples/sb3_prompt_bank.py: the default bank, then two prompts that replace the query.

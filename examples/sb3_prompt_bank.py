@@ -31,18 +31,14 @@ import datetime
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from promptloop_env.prompts import make_prompt_source  # noqa: E402
-from promptloop_env.rewards import jpeg_compressibility, toy_alignment  # noqa: E402
-from promptloop_env.wrappers import DEFAULT_BANK  # noqa: E402
+from promptloop_env.prompts import make_prompt_source
+from promptloop_env.rewards import jpeg_compressibility, toy_alignment
+from promptloop_env.wrappers import DEFAULT_BANK
 
 #: The default bank (the query, then modifiers appended to it) and two prompts that replace the query: on the
 #: toy model only replacing the prompt changes the JPEG size measurably (benchmarks/results/sb3_bank_effects.md).

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.baselines import Identity
-from agents.cli import _quiet_libraries
+from agents.cli import quiet_libraries
 from agents.evaluate import eval_queries, evaluate, markdown_table
 from agents.toy.scripted import NeglectController, Rewrite
 from agents.train import TrainConfig, load_agent, make_envs, train
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200)
     parser.add_argument("--out", default="outputs/train_toy")
     args = parser.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
 
     start = time.perf_counter()
     config = TrainConfig(updates=args.updates, out=args.out)
