@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from agents.bench import paired_delta, schedules_for, tb_scalars
+from agents.bench import SCRIPTED_REFERENCES, paired_delta, schedules_for, tb_scalars
 from agents.cli import main
 from agents.diagnostics import (
     agent_text_embedder,
@@ -139,18 +139,31 @@ def _check_outputs(folder, name, expected_rows):
 
 def test_bench_ablation_and_unseen_backbone(tmp_path):
     out = tmp_path / "ablation"
-    assert main(["bench", "ablation", *TINY, *TINY_TRAINING, "--out", str(out)]) == 0
-    rows, text = _check_outputs(out, "ablation", 1 + 2 * 4)
+    args = ["bench", "ablation", *TINY, *TINY_TRAINING, "--train-seeds", "0,1", "--out", str(out)]
+    assert main(args) == 0
+    # identity, 2 scripted references, then the untrained policy, one-shot, 2 x no preview, 2 x preview and PPO,
+    # each sampled and greedy
+    rows, text = _check_outputs(out, "ablation", 1 + 2 + 2 * 7)
     labels = [r["label"] for r in rows]
     assert labels[0] == "base model (identity)" and rows[0]["mode"] == "-"
-    assert labels[1:3] == ["untrained policy (K = 2)"] * 2 and [r["mode"] for r in rows[1:3]] == ["sampled", "greedy"]
-    rl = ("RL one-shot rewrite (K = 1 at step 0)", "RL K = 2, no latent feedback", "RL K = 2 + latent feedback")
+    assert labels[1:3] == list(SCRIPTED_REFERENCES) and [r["mode"] for r in rows[1:3]] == ["-", "-"]
+    assert labels[3:5] == ["untrained policy (K = 2)"] * 2 and [r["mode"] for r in rows[3:5]] == ["sampled", "greedy"]
+    rl = (
+        "RL one-shot rewrite (K = 1 at step 0)",
+        "RL K = 2, no latent feedback, seed 0",
+        "RL K = 2, no latent feedback, seed 1",
+        "RL K = 2 + latent feedback, seed 0",
+        "RL K = 2 + latent feedback, seed 1",
+        "PPO K = 2 + latent feedback",
+    )
     assert all(labels.count(label) == 2 for label in rl)
     assert float(rows[0]["delta_vs_identity"]) == 0.0
     for r in rows:
         assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"])
     assert "| base model (identity) | - |" in text
-    agent = out / "runs" / "rl-k-preview" / "agent"
+    assert "RL K = 2 + latent feedback, seed 1 (sampled) - no latent feedback:" in text
+    assert "share of the scripted closed-loop gain" in text and "episodes/s" in text
+    agent = out / "runs" / "rl-k-preview-s0" / "agent"
     assert agent.is_dir()
 
     out = tmp_path / "unseen"

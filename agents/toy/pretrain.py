@@ -18,7 +18,7 @@ always attached, as in the env):
   synonyms and sentence form, with the two objects of a pair in either order (relation inverted), half of the
   time in the canonical form. The meaning (the parsed spec) is kept. Half of these examples show the image of
   another scene (the text, not the image, is what is rewritten), half a preview of the text's own trajectory.
-  Drawn 55 % of the time, the other skills 15 % each.
+  Drawn 40 % of the time, the other skills 20 % each.
 
 The images are clean renders of train-split scenes (a two-object scene drawn with one object left out 30 % of
 the time, so that something can be lacking) and *the toy model's own trajectories*: previews at its
@@ -78,7 +78,7 @@ __all__ = ["INSTRUCTION", "PretrainConfig", "SKILLS", "paraphrase", "seen_spec",
 INSTRUCTION: str = TOY_POLICY_SETTINGS["user_template"]
 SKILLS = ("describe", "question", "lack", "rewrite")
 #: How often each skill is drawn in training.
-SKILL_WEIGHTS = (0.15, 0.15, 0.15, 0.55)
+SKILL_WEIGHTS = (0.2, 0.2, 0.2, 0.4)
 #: Words of the instructions and answers beyond the grammar's.
 INSTRUCTION_WORDS = (
     "describe image text rewrite what does lack nothing how many objects object where color colors shape size one two"
@@ -91,8 +91,8 @@ class PretrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
-    hidden_size: int = 128
-    num_layers: int = 4
+    hidden_size: int = 96
+    num_layers: int = 3
     episodes: int = 1024
     eval_every: int = 500
     eval_n: int = 200
