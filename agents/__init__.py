@@ -1,7 +1,7 @@
 """Agents for PromptLoop: an MLLM prompt-writing policy, baselines, and token-level GRPO / PPO trainers.
 
 - :mod:`agents.mllm`: :class:`MLLMAgent` (any image-text-to-text model as a text-action policy);
-- :mod:`agents.toy`: the shipped toy policy (a tiny Qwen2-VL for the toy world) and its supervised script;
+- :mod:`agents.toy`: the shipped toy policy (a tiny Qwen2-VL for the toy world) and its pretraining script;
 - :mod:`agents.baselines`: identity, fixed suffix, one-shot rewrite, random prompt bank;
 - :mod:`agents.rollout`: episodes from a vector env, through the Gymnasium API only;
 - :mod:`agents.openloop`: open-loop ("a priori") inference, all K prompts written before sampling;

@@ -2,12 +2,13 @@
 
     python3 tasks.py demo [--updates 40] [--eval-n 200] [--out outputs/train_toy]
 
-This is ``promptloop train`` with the default config (the shipped toy policy, a tiny Qwen2-VL, LoRA, K = 5
-refinement points at random steps, 4 queries x 4 episodes per update), followed by ``promptloop eval`` on
-held-out user-style toy queries (the same env seeds for every row, K = 5 uniform refinement points; the agent
-sampled at its temperature and answering greedily), beside the scripted open-loop rewrite and closed-loop
-controller of ``benchmarks/toy_headroom.py`` as references. A few minutes on a laptop CPU. It prints the eval
-table, a closing line that says what the numbers mean, and where the TensorBoard logs and agent are.
+This is ``promptloop train`` with the default config (the shipped toy policy, a tiny Qwen2-VL pretrained on
+generic image and text skills; LoRA; K = 5 refinement points at random steps; 4 queries x 4 episodes per
+update, each group from one initial noise), followed by an evaluation on held-out user-style toy queries (the
+same env seeds for every row, K = 5 uniform refinement points) of identity, the scripted open-loop rewrite and
+closed-loop controller of ``benchmarks/toy_headroom.py``, the untrained policy, and the trained one (sampled at
+its temperature and greedy). About five minutes on 2 CPU cores. It prints the eval table, a closing line that
+says what the numbers mean, and where the TensorBoard logs and agent are.
 """
 
 from __future__ import annotations
