@@ -110,6 +110,7 @@ def test_training_with_bf16_autocast_and_gradient_checkpointing_on_cpu(tmp_path)
     config = TrainConfig(
         num_inference_steps=4, num_refinements=1, queries_per_update=2, group_size=2, updates=1,
         mixed_precision="bf16", gradient_checkpointing=True, device="cpu", log_images_every=0, out=str(tmp_path / "r"),
+        shared_noise=False,  # two seeds per query: the group's rewards differ even if its prompts do not
     )  # fmt: skip
     result = train(config, progress=False)
     assert np.isfinite(result["metrics"]["losses/loss"]) and result["policy"].gradient_checkpointing
