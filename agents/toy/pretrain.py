@@ -223,11 +223,12 @@ def trajectories(n: int, split: str, seed: int, num_envs: int = 64) -> list[Traj
     queries = [q for k, style in enumerate(styles) for q in sample_queries(n, split, seed=seed + k, style=style)]
     order = np.random.default_rng(seed).permutation(len(queries))[:n]
     queries = [queries[i] for i in order]
+    num_envs = min(num_envs, n)
     env = PromptLoopVectorEnv(num_envs=num_envs)
     out: list[Trajectory] = []
     for start in range(0, n, num_envs):
         batch = queries[start : start + num_envs]
-        batch += batch[: num_envs - len(batch)] if len(batch) < num_envs else []
+        batch = [batch[i % len(batch)] for i in range(num_envs)]  # the last batch padded; the padding is dropped
         obs, _ = env.reset(seed=seed + start, options={"query": batch})
         previews, progress = [obs["preview"]], [obs["progress"][:, 0]]
         while True:
