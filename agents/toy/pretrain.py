@@ -65,7 +65,7 @@ from promptloop_env.toy.grammar import (
     user_query,
 )
 from promptloop_env.toy.renderer import render
-from promptloop_env.toy.scorer import Detection, detect
+from promptloop_env.toy.scorer import _relation, detect  # the scorer's own relation of two detections
 
 from ..checkpoint import atomic_folder
 from ..mllm import Turn
@@ -135,13 +135,6 @@ def seen_spec(image: np.ndarray) -> Spec | None:
         return Spec(objects=objects, background=background, position=detections[0].position)
     first, second = detections
     return Spec(objects=objects, background=background, relation=_relation(first, second))
-
-
-def _relation(first: Detection, second: Detection) -> str:
-    dx, dy = first.x - second.x, first.y - second.y
-    if abs(dx) >= abs(dy):
-        return "left of" if dx < 0 else "right of"
-    return "above" if dy < 0 else "below"
 
 
 def paraphrase(spec: Spec, rng: np.random.Generator) -> str:
