@@ -4,7 +4,7 @@
     python examples/rllib_prompt_bank.py [--iterations 3] [--eval-n 50]
 
 The env is registered with ``ray.tune.registry.register_env`` under ``PromptLoopBank-v0``: ``PromptLoop-v0``
-behind :func:`promptloop_env.wrappers.make_sb3_env` (``Discrete`` prompt-bank actions, the preview, progress
+behind :func:`promptloop_env.sb3.make_sb3_env` (``Discrete`` prompt-bank actions, the preview, progress
 and the query as numbers), then Gymnasium's ``TransformObservation`` (the preview's pixels to ``[0, 1]``) and
 ``FlattenObservation`` (one ``Box`` for RLlib's default MLP encoder). RLlib's new API
 stack's PPO trains it for ``--iterations`` iterations in this process (no remote env runners), then the greedy
@@ -41,7 +41,7 @@ def env_creator(config: dict):
     from gymnasium import spaces
 
     import promptloop_env  # noqa: F401  (registers PromptLoop-v0 in this process, e.g. an env runner)
-    from promptloop_env.wrappers import make_sb3_env
+    from promptloop_env.sb3 import make_sb3_env
 
     env = make_sb3_env(**dict(config))
     space = spaces.Dict(

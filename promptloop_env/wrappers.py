@@ -28,14 +28,18 @@ support. These Gymnasium wrappers turn it into an ordinary numeric task:
 
 The wrappers read the query and the prompt in force from the base env (``env.unwrapped``), so they stack in any
 order with each other and with Gymnasium's standard wrappers (``TimeLimit``, ``RecordEpisodeStatistics``,
-``RecordVideo``). With SB3, ``make_vec_env(make_sb3_env, n_envs=...)`` builds a ``DummyVecEnv`` of them;
-:class:`promptloop_env.sb3.PromptLoopSB3VecEnv` is the batched alternative (one denoiser call per step).
+``RecordVideo``). Each wrapper's work is done by a codec that needs no env, and that
+:class:`promptloop_env.sb3.PromptLoopSB3VecEnv` (the batched alternative, one denoiser call per step) shares:
+:class:`PromptBankCodec`, :class:`TokenCodec` (action -> prompt) and :class:`ObservationCodec` (the env's
+observation -> numbers). With SB3, ``make_vec_env(make_sb3_env, n_envs=...)`` builds a ``DummyVecEnv`` of the
+wrapped envs; :func:`~promptloop_env.sb3.make_sb3_env` lives in :mod:`promptloop_env.sb3` (it is still importable
+from here).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -45,11 +49,14 @@ from PIL import Image
 
 __all__ = [
     "DEFAULT_BANK",
+    "OBSERVATION_KEYS",
     "NumericObservation",
+    "ObservationCodec",
     "PromptBankAction",
+    "PromptBankCodec",
     "TokenAction",
+    "TokenCodec",
     "default_vocabulary",
-    "make_sb3_env",
     "tokenize",
 ]
 
@@ -122,10 +129,32 @@ def _fill(template: str, query: str, prompt: str) -> str:
     return template.replace("{query}", query).replace("{prompt}", prompt)
 
 
-class _Bank:
-    """Bank actions without an env: the space and ``prompt(action, query, prompt)``."""
+class PromptBankCodec:
+    """Prompt-bank actions without an env: ``Discrete(len(bank))``, action ``i`` -> ``bank[i]`` filled in.
 
-    def __init__(self, bank: Sequence[str] | None) -> None:
+    Used by :class:`PromptBankAction` and by :class:`~promptloop_env.sb3.PromptLoopSB3VecEnv`, and usable alone
+    (e.g. to show a policy's choices as text):
+
+    ```python
+    >>> codec = PromptBankCodec(["{query}", "{query}, small", "{prompt}!"])
+    >>> codec.space, codec.prompt(1, query="a red circle", prompt="a red circle")
+    (Discrete(3), 'a red circle, small')
+
+    ```
+
+    Args:
+        bank: the prompt templates (default :data:`DEFAULT_BANK`); ``{query}`` in an entry is replaced by the
+            query and ``{prompt}`` by the prompt in force.
+
+    Attributes:
+        bank: the templates, as a list.
+        space: the action space, ``Discrete(len(bank))``.
+
+    Raises:
+        ValueError: for an empty bank or a non-str entry.
+    """
+
+    def __init__(self, bank: Sequence[str] | None = None) -> None:
         bank = DEFAULT_BANK if bank is None else bank
         if isinstance(bank, str) or not bank or not all(isinstance(b, str) for b in bank):
             raise ValueError(f"bank must be a non-empty sequence of str prompt templates; got {bank!r:.80}.")
@@ -133,6 +162,11 @@ class _Bank:
         self.space = spaces.Discrete(len(self.bank))
 
     def prompt(self, action: Any, query: str, prompt: str) -> str:
+        """The prompt that ``action`` sends, given the episode's ``query`` and the ``prompt`` in force.
+
+        Raises:
+            ValueError: for an action that is not one integer in ``[0, len(bank))``.
+        """
         index = np.asarray(action)
         if index.shape not in ((), (1,)) or not np.issubdtype(index.dtype, np.integer):
             raise ValueError(f"A prompt-bank action is one integer in [0, {len(self.bank)}); got {action!r:.80}.")
@@ -142,10 +176,36 @@ class _Bank:
         return _fill(self.bank[i], query, prompt)
 
 
-class _Tokens:
-    """Token actions without an env: the space, ``decode(action)`` and ``prompt(action, query, prompt)``."""
+class TokenCodec:
+    """Token actions without an env: ``MultiDiscrete([V + 1] * length)``, word slots -> words -> prompt.
 
-    def __init__(self, vocabulary: Sequence[str] | None, length: int, mode: str) -> None:
+    Slot value 0 is the empty word and ``i > 0`` is ``vocabulary[i - 1]``. Used by :class:`TokenAction` and by
+    :class:`~promptloop_env.sb3.PromptLoopSB3VecEnv`:
+
+    ```python
+    >>> codec = TokenCodec(["big", "red"], length=3)
+    >>> codec.decode([2, 0, 1]), codec.prompt([2, 0, 1], query="a circle", prompt="a circle")
+    ('red big', 'a circle red big')
+
+    ```
+
+    Args:
+        vocabulary: the words (default: the toy grammar's, :func:`default_vocabulary`).
+        length: ``L``, the number of word slots.
+        mode: ``"append"`` (the words follow the query) or ``"replace"`` (the words are the whole prompt).
+
+    Attributes:
+        vocabulary: the words, as a list.
+        length: the number of word slots.
+        mode: ``"append"`` or ``"replace"``.
+        space: the action space, ``MultiDiscrete([V + 1] * length)``.
+
+    Raises:
+        ValueError: for a bad ``length``, ``mode`` or vocabulary (empty, duplicate words).
+        TypeError: for a vocabulary that is not a sequence of str.
+    """
+
+    def __init__(self, vocabulary: Sequence[str] | None = None, length: int = 4, mode: str = "append") -> None:
         if mode not in ("append", "replace"):
             raise ValueError(f"mode must be 'append' or 'replace'; got {mode!r}.")
         if int(length) < 1:
@@ -156,6 +216,11 @@ class _Tokens:
         self.space = spaces.MultiDiscrete(np.full(self.length, len(self.vocabulary) + 1, dtype=np.int64))
 
     def decode(self, action: Any) -> str:
+        """The words of ``action`` joined by spaces (empty slots skipped).
+
+        Raises:
+            ValueError: for an action that is not ``length`` integers in ``[0, V]``.
+        """
         ids = np.asarray(action)
         if ids.shape != (self.length,) or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(
@@ -168,6 +233,8 @@ class _Tokens:
         return " ".join(self.vocabulary[i - 1] for i in ids.tolist() if i > 0)
 
     def prompt(self, action: Any, query: str, prompt: str) -> str:
+        """The prompt that ``action`` sends: ``query`` plus the decoded words, or the words alone (``"replace"``).
+        ``prompt`` (the prompt in force) is unused; it is there so that every action codec is called alike."""
         words = self.decode(action)
         if self.mode == "replace":
             return words
@@ -192,7 +259,7 @@ class PromptBankAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, bank=bank)
         gym.ActionWrapper.__init__(self, env)
         _base_env(env)
-        self._codec = _Bank(bank)
+        self._codec = PromptBankCodec(bank)
         self.bank = self._codec.bank
         self.action_space = self._codec.space
 
@@ -224,7 +291,7 @@ class TokenAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, vocabulary=vocabulary, length=length, mode=mode)
         gym.ActionWrapper.__init__(self, env)
         _base_env(env)
-        self._codec = _Tokens(vocabulary, length, mode)
+        self._codec = TokenCodec(vocabulary, length, mode)
         self.vocabulary, self.length, self.mode = self._codec.vocabulary, self._codec.length, mode
         self.action_space = self._codec.space
 
@@ -237,25 +304,57 @@ class TokenAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self._codec.prompt(action, *_current_texts(self.env))
 
 
-_KEYS = ("preview", "progress", "query", "prompt")
+#: The fields of the env's observation that :class:`NumericObservation` can keep, in its default order.
+OBSERVATION_KEYS: tuple[str, ...] = ("preview", "progress", "query", "prompt")
 
 
-class _Encoder:
-    """Numeric observations without an env: the space and ``encode(observation)`` of one env's Dict."""
+class ObservationCodec:
+    """Numeric observations without an env: the space, and ``encode`` of one env observation (its ``Dict``).
+
+    Used by :class:`NumericObservation` (whose docstring tables the space) and by
+    :class:`~promptloop_env.sb3.PromptLoopSB3VecEnv`:
+
+    ```python
+    >>> codec = ObservationCodec((32, 32), keys=("progress", "query"), vocabulary=["red", "circle"])
+    >>> codec.encode({"progress": 0.5, "query": "a red circle"})["query"]
+    array([1., 1., 1.], dtype=float32)
+
+    ```
+
+    Args:
+        preview_shape: ``(H, W)`` of the env's preview.
+        keys: the fields to keep, in order, among :data:`OBSERVATION_KEYS`; ``("preview",)`` alone encodes to
+            the preview's array (a ``Box`` space), anything else to a dict (a ``Dict`` space).
+        text: ``"bow"`` (bag of words) or ``"ids"`` (word ids, first ``max_words`` words).
+        vocabulary: the words of the text encoding (default: the toy grammar's).
+        max_words: ``"ids"`` only: words kept per text (the rest are cut).
+        preview_size: resize the preview to ``(H, W)`` (an int for a square) or keep it (``None``).
+
+    Attributes:
+        keys: the kept fields, as a tuple.
+        text: ``"bow"`` or ``"ids"``.
+        vocabulary: the words, as a list.
+        max_words: words kept per text with ``"ids"``.
+        preview_size: ``(H, W)`` of the encoded preview.
+        space: the observation space (a ``Dict``, or the preview's ``Box`` for ``keys=("preview",)``).
+
+    Raises:
+        ValueError: for an unknown key or encoding, or a bad ``max_words`` or ``preview_size``.
+    """
 
     def __init__(
         self,
         preview_shape: tuple[int, int],
-        keys: Sequence[str],
-        text: str,
-        vocabulary: Sequence[str] | None,
-        max_words: int,
-        preview_size: int | tuple[int, int] | None,
+        keys: Sequence[str] = OBSERVATION_KEYS,
+        text: str = "bow",
+        vocabulary: Sequence[str] | None = None,
+        max_words: int = 32,
+        preview_size: int | tuple[int, int] | None = None,
     ) -> None:
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        unknown = [k for k in keys if k not in _KEYS]
+        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
         if unknown or not keys or len(set(keys)) != len(keys):
-            raise ValueError(f"keys must be distinct names among {_KEYS}; got {keys}.")
+            raise ValueError(f"keys must be distinct names among {OBSERVATION_KEYS}; got {keys}.")
         if text not in ("bow", "ids"):
             raise ValueError(f"text must be 'bow' (bag of words) or 'ids' (word ids); got {text!r}.")
         if int(max_words) < 1:
@@ -284,7 +383,9 @@ class _Encoder:
             "query": text_space,
             "prompt": text_space,
         }
-        self.space = fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
+        self.space: spaces.Space = (
+            fields["preview"] if keys == ("preview",) else spaces.Dict({k: fields[k] for k in keys})
+        )
 
     def encode_text(self, text: str) -> np.ndarray:
         """``text`` as a bag of words (``float32 [V + 1]``) or word ids (``int64 [max_words]``)."""
@@ -307,7 +408,8 @@ class _Encoder:
             preview = np.asarray(Image.fromarray(preview).resize((width, height), Image.BILINEAR))
         return np.ascontiguousarray(np.transpose(preview, (2, 0, 1)))
 
-    def encode(self, observation: dict[str, Any]) -> Any:
+    def encode(self, observation: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
+        """One env observation (at least the fields in ``keys``) -> an element of ``space``."""
         out: dict[str, np.ndarray] = {}
         for key in self.keys:
             value = observation[key]
@@ -354,7 +456,7 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         ValueError: for an unknown key or encoding, or a bad ``max_words`` or ``preview_size``.
     """
 
-    KEYS = _KEYS
+    KEYS = OBSERVATION_KEYS
 
     def __init__(
         self,
@@ -376,7 +478,7 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
                 f"NumericObservation expects the env's Dict observation with keys {self.KEYS}; got {inner}. "
                 "Put it inside wrappers that change the observation."
             )
-        self._codec = _Encoder(inner["preview"].shape[:2], keys, text, vocabulary, max_words, preview_size)
+        self._codec = ObservationCodec(inner["preview"].shape[:2], keys, text, vocabulary, max_words, preview_size)
         self.keys, self.text, self.vocabulary = self._codec.keys, text, self._codec.vocabulary
         self.max_words, self.preview_size = self._codec.max_words, self._codec.preview_size
         self.observation_space = self._codec.space
@@ -393,59 +495,10 @@ class NumericObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         return self._codec.encode(observation)
 
 
-def make_sb3_env(
-    env_id: str = "PromptLoop-v0",
-    action: str = "bank",
-    bank: Sequence[str] | None = None,
-    vocabulary: Sequence[str] | None = None,
-    length: int = 4,
-    mode: str = "append",
-    keys: Sequence[str] = NumericObservation.KEYS,
-    text: str = "bow",
-    max_words: int = 32,
-    preview_size: int | tuple[int, int] | None = 36,
-    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-    **env_kwargs: Any,
-) -> gym.Env:
-    """A ``PromptLoop`` env with numeric actions and observations, ready for SB3's ``MultiInputPolicy`` (or
-    ``CnnPolicy`` with ``keys=("preview",)``): ``gym.make(env_id, **env_kwargs)``, then ``wrappers`` (e.g.
-    ``gym.wrappers.TimeLimit``), then :class:`PromptBankAction` (``action="bank"``) or :class:`TokenAction`
-    (``action="tokens"``), then :class:`NumericObservation`.
+def __getattr__(name: str) -> Any:
+    # make_sb3_env moved to promptloop_env.sb3, which imports this module: resolved lazily, for old imports.
+    if name == "make_sb3_env":
+        from .sb3 import make_sb3_env
 
-    Args:
-        env_id: the registered id.
-        action: ``"bank"`` or ``"tokens"``.
-        bank: :class:`PromptBankAction`'s templates (default :data:`DEFAULT_BANK`).
-        vocabulary: the words of the token actions and of the text observations (default: the toy grammar's).
-        length: :class:`TokenAction`'s word slots.
-        mode: :class:`TokenAction`'s ``"append"`` or ``"replace"``.
-        keys: :class:`NumericObservation`'s fields.
-        text: ``"bow"`` or ``"ids"``.
-        max_words: words kept per text with ``text="ids"``.
-        preview_size: the preview's size (default 36, the smallest SB3's ``NatureCNN`` takes).
-        wrappers: callables ``env -> env`` applied to the text env before the adapters.
-        **env_kwargs: the env's arguments (``num_inference_steps``, ``reward``, ``prompts``, ...).
-
-    Raises:
-        ValueError: for an unknown ``action`` and the errors of the adapters' arguments.
-
-    ```python
-    >>> from stable_baselines3.common.env_util import make_vec_env
-    >>> venv = make_vec_env(make_sb3_env, n_envs=2, env_kwargs=dict(num_inference_steps=6, num_refinements=1))
-    >>> venv.action_space
-    Discrete(8)
-
-    ```
-    """
-    env = gym.make(env_id, **env_kwargs)
-    for wrapper in wrappers:
-        env = wrapper(env)
-    if action == "bank":
-        env = PromptBankAction(env, bank)
-    elif action == "tokens":
-        env = TokenAction(env, vocabulary, length=length, mode=mode)
-    else:
-        raise ValueError(f"action must be 'bank' or 'tokens'; got {action!r}.")
-    return NumericObservation(
-        env, keys=keys, text=text, vocabulary=vocabulary, max_words=max_words, preview_size=preview_size
-    )
+        return make_sb3_env
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -161,6 +161,33 @@ def test_batched_sb3_vec_env_matches_sb3_make_vec_env():
     assert o1["progress"][0, 0] < 1  # the next episodes have started, as SB3 expects
 
 
+def test_public_codecs_and_one_spec_behind_both_sb3_entry_points():
+    from promptloop_env import sb3, wrappers
+
+    assert wrappers.make_sb3_env is sb3.make_sb3_env  # moved to sb3, still importable from its old place
+    options = dict(action="tokens", length=2, mode="replace", keys=("preview", "query"), text="ids", **FAST)
+    spec = sb3.NumericEnvSpec.from_kwargs(**options)
+    assert spec.action == "tokens" and spec.length == 2 and dict(spec.env_kwargs) == FAST
+    venv, env = sb3.PromptLoopSB3VecEnv(2, **options), sb3.make_sb3_env(**options)
+    assert venv.numeric_spec == spec
+    assert venv.action_space == env.action_space == spec.action_codec().space
+    assert venv.observation_space == env.observation_space == spec.observation_codec((32, 32)).space
+    venv.close()
+    env.close()
+    with pytest.raises(ValueError, match="'bank' or 'tokens'"):
+        sb3.NumericEnvSpec(action="words")
+
+    # The codecs work without an env; a text's word ids, less one, are the token action that spells it.
+    vocabulary = ["red", "circle"]
+    words = wrappers.ObservationCodec((32, 32), keys=("query",), text="ids", vocabulary=vocabulary, max_words=2)
+    ids = words.encode({"query": "red circle"})["query"]
+    tokens = wrappers.TokenCodec(vocabulary, length=2, mode="append")
+    assert tokens.decode(ids - 1) == "red circle"
+    assert tokens.prompt(ids - 1, QUERY, "unused") == f"{QUERY} red circle"
+    assert wrappers.PromptBankCodec().prompt(1, QUERY, "unused") == QUERY + ", on a black background"
+    assert wrappers.OBSERVATION_KEYS == NumericObservation.KEYS
+
+
 def test_short_ppo_run_on_the_batched_vec_env():
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
