@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 
 from agents.mllm import MLLMAgent
@@ -178,34 +177,45 @@ def main() -> None:
     step_checkpointed_s = timed(step, device)
     step_checkpointed_peak = torch.cuda.max_memory_allocated() if cuda else 0
 
-    name = torch.cuda.get_device_name() if cuda else "CPU"
+    name = torch.cuda.get_device_name() if cuda else "the CPU"
     tokens = args.batch * args.new_tokens
-    lines = [
-        f"# The paper's policy size on a GPU ({datetime.date.today().isoformat()})",
-        "",
-        f"`python benchmarks/agent_gpu.py{' --small' if args.small else ''}` on {name}, torch {torch.__version__}, "
-        f"{dtype}. Model: Qwen2.5-VL-3B-Instruct's architecture built from its config with random weights, "
+    lines = report.header("The paper's policy size on a GPU")
+    lines += [
+        f"Run on {name}, {dtype}. Model: Qwen2.5-VL-3B-Instruct's architecture"
+        f"{' (--small: a tiny config of it)' if args.small else ''} built from its config with random weights, "
         f"{params / 1e9:.2f} B parameters; LoRA r = 16 on the language model, {lora / 1e6:.1f} M trainable. "
         f"Batch of {args.batch} observations, {side} x {side} previews, {context} context tokens each "
         f"(model built in {build_seconds:.0f} s). Medians of 3 after a warm-up.",
         "",
-        "| measurement | value |",
-        "|---|---|",
-        f"| sampling {args.new_tokens} new tokens for {args.batch} turns | {generate_s:.2f} s "
-        f"({tokens / generate_s:.0f} tokens/s) |",
-        f"| reference log-probs (adapter disabled), {args.batch} turns | {reference_s * 1000:.0f} ms |",
-        f"| training step (score with gradients + backward), {args.batch} turns | {step_s * 1000:.0f} ms |",
-        f"| peak GPU memory while sampling | {gib(gen_peak):.1f} GiB |",
-        f"| peak GPU memory in a training step | {gib(step_peak):.1f} GiB |",
-        f"| memory held: policy with the reference as its disabled adapter | {gib(held_adapter):.2f} GiB |",
-        f"| memory held: policy + a separate reference copy | {gib(held_separate):.2f} GiB |",
-        f"| peak during a reference pass (adapter disabled) | {gib(peak_adapter):.2f} GiB |",
-        f"| training step with gradient checkpointing, {args.batch} turns | {step_checkpointed_s * 1000:.0f} ms |",
-        f"| peak GPU memory in a training step with gradient checkpointing | {gib(step_checkpointed_peak):.1f} GiB |",
+        *report.table(
+            ["measurement", "value"],
+            [
+                [
+                    f"sampling {args.new_tokens} new tokens for {args.batch} turns",
+                    f"{generate_s:.2f} s ({tokens / generate_s:.0f} tokens/s)",
+                ],
+                [f"reference log-probs (adapter disabled), {args.batch} turns", f"{reference_s * 1000:.0f} ms"],
+                [
+                    f"training step (score with gradients + backward), {args.batch} turns",
+                    f"{step_s * 1000:.0f} ms",
+                ],
+                ["peak GPU memory while sampling", f"{gib(gen_peak):.1f} GiB"],
+                ["peak GPU memory in a training step", f"{gib(step_peak):.1f} GiB"],
+                ["memory held: policy with the reference as its disabled adapter", f"{gib(held_adapter):.2f} GiB"],
+                ["memory held: policy + a separate reference copy", f"{gib(held_separate):.2f} GiB"],
+                ["peak during a reference pass (adapter disabled)", f"{gib(peak_adapter):.2f} GiB"],
+                [
+                    f"training step with gradient checkpointing, {args.batch} turns",
+                    f"{step_checkpointed_s * 1000:.0f} ms",
+                ],
+                [
+                    "peak GPU memory in a training step with gradient checkpointing",
+                    f"{gib(step_checkpointed_peak):.1f} GiB",
+                ],
+            ],
+        ),
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report.write(args.out, lines)
 
 
 if __name__ == "__main__":

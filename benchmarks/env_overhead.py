@@ -1,6 +1,6 @@
 """Wall time of one PromptLoop episode relative to one bare diffusers pipeline call with the same model.
 
-Variants, interleaved round by round in one process (the machine is shared and noisy, so each round's
+Variants, interleaved round by round in one process (on a loaded machine timings are noisy, so each round's
 times are turned into ratios to that round's bare call and the medians of the ratios are reported):
 
 - ``bare``: ``pipeline(query, latents=..., num_inference_steps=T, guidance_scale=g)``;
@@ -14,19 +14,19 @@ own. The per-part cost comes from the engine's own timers (``env.unwrapped.engin
 the episode's wall time minus those parts (Gymnasium wrappers, observation dicts, sanitising, infos).
 
     python benchmarks/env_overhead.py [--rounds 15] [--steps 20] [--refinements 5] [--families sdxl,sd3,flux]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import gymnasium as gym
+import report  # benchmarks/report.py, next to this script
 import torch
 
 import promptloop_env  # noqa: F401
@@ -113,25 +113,32 @@ def measure(pipe, query: str, rounds: int, steps: int, refinements: int, guidanc
 
 def tables(result: dict) -> list[str]:
     times, ratios, parts = result["times_s"], result["median_ratio"], result["parts_s"]
-    lines = ["| variant | median time (ms) | median ratio to bare |", "|---|---:|---:|"]
-    for name, ts in times.items():
-        lines.append(f"| {name} | {1000 * statistics.median(ts):.1f} | {ratios[name]:.3f} |")
-    lines += [
-        "",
-        "Per-part cost per episode (ms, engine timers; bookkeeping = episode wall time minus the parts):",
-        "",
-        "| previews | denoiser | text encoder | preview | final decode | reward | env bookkeeping |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = report.table(
+        ["variant", "median time (ms)", "median ratio to bare"],
+        [[name, f"{1000 * statistics.median(ts):.1f}", f"{ratios[name]:.3f}"] for name, ts in times.items()],
+        align="lrr",
+    )
+    part_rows = []
     for kind, p in parts.items():
         names = ["env full / query", "env full / new prompts"] if kind == "full" else [f"env {kind} / query"]
         wall = statistics.mean(t for n in names for t in times[n])
         known = sum(v for k, v in p.items() if k != "total")
-        lines.append(
-            f"| {kind} | {1000 * p['denoiser']:.1f} | {1000 * p['text_encoder']:.2f} | {1000 * p['preview']:.2f} "
-            f"| {1000 * p['decode']:.2f} | {1000 * p['reward']:.2f} | {1000 * (wall - known):.2f} |"
+        part_rows.append(
+            [kind, f"{1000 * p['denoiser']:.1f}"]
+            + [f"{1000 * p[k]:.2f}" for k in ("text_encoder", "preview", "decode", "reward")]
+            + [f"{1000 * (wall - known):.2f}"]
         )
-    return lines
+    return [
+        *lines,
+        "",
+        "Per-part cost per episode (ms, engine timers; bookkeeping = episode wall time minus the parts):",
+        "",
+        *report.table(
+            ["previews", "denoiser", "text encoder", "preview", "final decode", "reward", "env bookkeeping"],
+            part_rows,
+            align="lrrrrrr",
+        ),
+    ]
 
 
 def main() -> None:
@@ -144,6 +151,7 @@ def main() -> None:
         "--families", default="sdxl,sd3,flux", help="tiny families to add after the toy model ('' for none)"
     )
     parser.add_argument("--family-rounds", type=int, default=9, help="rounds for each tiny family")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of env_overhead.md and .json")
     args = parser.parse_args()
     query = "a red circle on the left"
 
@@ -156,18 +164,12 @@ def main() -> None:
             pipe, query, args.family_rounds, args.steps, args.refinements, guidance, dict(height=32, width=32)
         )
 
-    lines = [
-        "# Env overhead: one episode vs one bare diffusers call",
-        "",
-        f"Date: {datetime.date.today().isoformat()}  ",
-        f"Command: `PYTHONPATH=. python benchmarks/env_overhead.py --rounds {args.rounds} --steps {args.steps} "
-        f"--refinements {args.refinements} --families {args.families} --family-rounds {args.family_rounds}`  ",
+    lines = report.header("Env overhead: one episode vs one bare diffusers call")
+    lines += [
         f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, "
-        f"guidance {args.guidance}, batch 1, 32x32 images.  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CPU, a shared machine (timings are noisy; the ratios are medians of "
-        f"per-round ratios, which is what survives the noise). Medians over {args.rounds} "
-        "interleaved rounds.",
+        f"guidance {args.guidance}, batch 1, 32x32 images. CPU. Medians over {args.rounds} interleaved rounds; "
+        "under load (see the load average above) timings are noisy, and the ratios, medians of per-round ratios, "
+        "are what survives the noise.",
         "",
         *tables(toy),
     ]
@@ -180,18 +182,17 @@ def main() -> None:
             f"K = {args.refinements}, batch 1, medians over {args.family_rounds} interleaved rounds). These "
             "models are so small that fixed per-call costs (Python, the scheduler, the tokenizers, the text "
             "encoders) weigh far more than at full size, and the bare call re-encodes its prompt every time while "
-            "the env caches it (hence ratios below 1 with the query held). On a shared CPU single ratios move by "
+            "the env caches it (hence ratios below 1 with the query held). On a loaded CPU single ratios move by "
             "a lot: read them as 'no large overhead', not as figures. `benchmarks/env_overhead_gpu.py` measures "
             "the overhead on the real SD1.5 / SDXL architectures.",
         ]
         for name, result in families.items():
             builder, guidance, what = FAMILIES[name]
             lines += ["", f"### {name}: {what}, guidance {guidance}", "", *tables(result)]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "env_overhead.md").write_text(text)
-    (OUT / "env_overhead.json").write_text(json.dumps({**toy, "args": vars(args), "families": families}, indent=1))
+    report.write(args.out / "env_overhead.md", lines)
+    (args.out / "env_overhead.json").write_text(
+        json.dumps({**toy, "args": {**vars(args), "out": str(args.out)}, "families": families}, indent=1)
+    )
 
 
 if __name__ == "__main__":

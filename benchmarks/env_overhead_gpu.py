@@ -24,15 +24,15 @@ bookkeeping). The agent's cost is ``benchmarks/agent_gpu.py``'s business.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 
 OUT = Path(__file__).parent / "results"
@@ -252,15 +252,13 @@ def measure(
     return {"times_s": times, "median_ratio": ratios}
 
 
-def report(results: dict, args: argparse.Namespace, device_name: str) -> str:
-    lines = [
-        "# Env overhead at full size (random weights, real architectures)",
-        "",
-        f"Date: {datetime.date.today().isoformat()}  ",
-        f"Command: `python benchmarks/env_overhead_gpu.py {' '.join(args.argv)}`".rstrip() + "  ",
-        f"Machine: {device_name}; torch {torch.__version__}, {args.dtype}. Batch {args.batch}, T = {args.steps}, "
-        f"previews: full VAE decode at 256 px, a new prompt at every refinement point, medians over "
-        f"{args.rounds} interleaved rounds of per-round ratios.",
+def render(results: dict, args: argparse.Namespace, device: str) -> list[str]:
+    """The result file's lines: the header of :mod:`report`, then one table per model."""
+    lines = report.header("Env overhead at full size (random weights, real architectures)", [__file__, *args.argv])
+    lines += [
+        f"Run on {device}, {args.dtype}. Batch {args.batch}, T = {args.steps}, previews: full VAE decode at 256 px, "
+        f"a new prompt at every refinement point, medians over {args.rounds} interleaved rounds of per-round "
+        "ratios.",
         "",
         "K = 0 is the engine's loop run straight through (no pause). The paper's ratios include the MLLM agent "
         "writing the prompts; ours are the environment's share alone.",
@@ -272,21 +270,25 @@ def report(results: dict, args: argparse.Namespace, device_name: str) -> str:
         lines += [
             f"## {model}: {label}, guidance {settings['guidance']}",
             "",
-            "| variant | median s / batch | median s / img | median ratio to bare | paper ratio |",
-            "|---|---:|---:|---:|---:|",
         ]
+        rows = []
         for name, ts in result["times_s"].items():
             med = statistics.median(ts)
             k = None if name == "bare" else int(name.split("=")[1])
             paper = PAPER.get(model, {}).get(k) if k is not None else None
             paper_text = f"{paper:.2f}" if paper is not None else ("1.00" if name == "bare" and model in PAPER else "")
-            lines.append(
-                f"| {name} | {med:.3f} | {med / args.batch:.3f} | {result['median_ratio'][name]:.3f} | {paper_text} |"
+            rows.append(
+                [name, f"{med:.3f}", f"{med / args.batch:.3f}", f"{result['median_ratio'][name]:.3f}", paper_text]
             )
+        lines += report.table(
+            ["variant", "median s / batch", "median s / img", "median ratio to bare", "paper ratio"],
+            rows,
+            align="lrrrr",
+        )
         if model in PAPER:
             lines += ["", f"({PAPER_NOTE}.)"]
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 MODELS = {
@@ -307,13 +309,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--smoke", action="store_true", help="CPU, tiny configs, batch 2, 6 steps, 1 round: checks the script runs"
     )
-    raw = list(argv) if argv is not None else __import__("sys").argv[1:]
+    raw = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(raw)
     args.argv = raw
     ks = [int(k) for k in args.ks.split(",")]
     if args.smoke:
         args.batch, args.steps, args.rounds, args.dtype = 2, 6, 1, "float32"
-        device, device_name = "cpu", f"{platform.machine()} CPU (smoke mode: tiny configs, not a measurement)"
+        device, device_name = "cpu", "the CPU (smoke mode: tiny configs, not a measurement)"
     else:
         if not torch.cuda.is_available():
             raise SystemExit("No CUDA device: run with --smoke to check the script on CPU.")
@@ -338,14 +340,12 @@ def main(argv: list[str] | None = None) -> dict:
         del pipe
         if device == "cuda":
             torch.cuda.empty_cache()
-    text = report(results, args, device_name)
+    lines = render(results, args, device_name)
     if args.smoke:
-        text = text.replace("full VAE decode at 256 px", "full VAE decode at the image size")
-    print(text)
+        lines = [line.replace("full VAE decode at 256 px", "full VAE decode at the image size") for line in lines]
     out = Path(args.out) if args.out else OUT
-    out.mkdir(parents=True, exist_ok=True)
     name = "env_overhead_gpu_smoke" if args.smoke else "env_overhead_gpu"
-    (out / f"{name}.md").write_text(text)
+    report.write(out / f"{name}.md", lines)
     (out / f"{name}.json").write_text(json.dumps({"results": results, "args": vars(args)}, indent=1, default=str))
     return results
 

@@ -21,14 +21,12 @@ benchmarks/results/ until it is run.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 from PIL import Image
 
@@ -130,22 +128,26 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    header = (
-        "| reward | score on own caption (mean +- std) | own caption wins | images/s | load s | "
-        "max abs diff to upstream | device, dtype |\n|---|---|---|---|---|---|---|\n"
-    )
-    text = (
-        f"# Learned rewards on their real checkpoints\n\n{datetime.date.today()}, {device}, torch "
-        f"{torch.__version__}.\n\n`python benchmarks/learned_rewards.py {' '.join(sys.argv[1:])}`\n\n"
+    lines = report.header("Learned rewards on their real checkpoints")
+    lines += [
         f"{args.pairs} toy-world scenes at 512 px; 'own caption wins' is the fraction scored higher against their "
         f"own caption than another scene's (chance 0.5). Throughput: batches of {args.batch}, median of "
-        f"{args.rounds} rounds.\n\n" + header + "".join("| " + " | ".join(r) + " |\n" for r in rows)
-    )
-    print(text)
-    if args.write:
-        OUT.mkdir(exist_ok=True)
-        (OUT / "learned_rewards.md").write_text(text)
+        f"{args.rounds} rounds.",
+        "",
+        *report.table(
+            [
+                "reward",
+                "score on own caption (mean +- std)",
+                "own caption wins",
+                "images/s",
+                "load s",
+                "max abs diff to upstream",
+                "device, dtype",
+            ],
+            rows,
+        ),
+    ]
+    report.write(OUT / "learned_rewards.md" if args.write else None, lines)
 
 
 if __name__ == "__main__":

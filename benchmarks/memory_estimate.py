@@ -32,8 +32,8 @@ import resource
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
+import report  # benchmarks/report.py, next to this script
 import torch
 
 GiB = 2**30
@@ -214,17 +214,12 @@ def main() -> None:
     h, i, layers = QWEN25_VL_3B_TEXT["hidden_size"], QWEN25_VL_3B_TEXT["intermediate_size"], 36
     vocab = QWEN25_VL_3B_TEXT["vocab_size"]
     lines = [
-        "# GPU memory of the paper's configurations (estimate, 2026-11-26)",
-        "",
-        f"Command: `python benchmarks/memory_estimate.py{' --measure-cpu' if args.measure_cpu else ''} --out "
-        "benchmarks/results/memory_estimate.md`. Models built on the `meta` device from their real configs "
-        "(parameter counts are exact for those configs); activation terms are the formulas of the script's "
-        "docstring; CPU measurements (if any) on this machine's shared 2 cores, float32 halved for fp16.",
+        "Models built on the `meta` device from their real configs (parameter counts are exact for those configs); "
+        "activation terms are the formulas of the script's docstring; CPU measurements (if any) on the machine "
+        "above, float32 halved for fp16.",
         "",
         "## Parameters",
         "",
-        "| model | parameters | weights (bf16/fp16) |",
-        "|---|---:|---:|",
     ]
     rows = [
         ("Qwen2.5-VL-3B-Instruct (policy), all", c["qwen"]),
@@ -236,8 +231,11 @@ def main() -> None:
         ("OpenCLIP bigG text encoder with projection (SDXL's second)", c["openclip_bigg"]),
         ("ImageReward (BLIP ViT-L/16 + BERT-base + MLP head)", c["imagereward"]),
     ]
-    for name, n in rows:
-        lines.append(f"| {name} | {n / 1e6:,.1f} M | {2 * n / GiB:.2f} GiB |")
+    lines += report.table(
+        ["model", "parameters", "weights (bf16/fp16)"],
+        [[name, f"{n / 1e6:,.1f} M", f"{2 * n / GiB:.2f} GiB"] for name, n in rows],
+        align="lrr",
+    )
     lines += ["", f"LoRA on the language model's 7 projections: {c['lora_per_rank']:,} parameters per unit of rank "
               f"(r = 16: {16 * c['lora_per_rank'] / 1e6:.1f} M).", ""]  # fmt: skip
 
@@ -272,12 +270,19 @@ def main() -> None:
         lines += [
             "## Inference activations, measured on CPU (per image, fp16 = float32 / 2)",
             "",
-            "| part | per image |",
-            "|---|---:|",
-            f"| SD1.5 UNet, 64 x 64 latents (one of the CFG pair) | {measured['sd15_unet'] / GiB:.2f} GiB |",
-            f"| SD1.5 VAE decode, 512 x 512 | {measured['sd15_vae'] / GiB:.2f} GiB |",
-            f"| SDXL UNet, 128 x 128 latents (measured at 64 x 64, x 4) | {measured['sdxl_unet'] / GiB:.2f} GiB |",
-            f"| SDXL VAE decode, 1024 x 1024 (the SD1.5 row x 4) | {measured['sdxl_vae'] / GiB:.2f} GiB |",
+            *report.table(
+                ["part", "per image"],
+                [
+                    [label, f"{measured[key] / GiB:.2f} GiB"]
+                    for label, key in (
+                        ("SD1.5 UNet, 64 x 64 latents (one of the CFG pair)", "sd15_unet"),
+                        ("SD1.5 VAE decode, 512 x 512", "sd15_vae"),
+                        ("SDXL UNet, 128 x 128 latents (measured at 64 x 64, x 4)", "sdxl_unet"),
+                        ("SDXL VAE decode, 1024 x 1024 (the SD1.5 row x 4)", "sdxl_vae"),
+                    )
+                ],
+                align="lr",
+            ),
             "",
             "The rise of the peak resident memory (VmHWM, reset before the call) over the resident memory before "
             "it, during a second call (after a warm-up), float32 halved; the SDXL UNet was run in bfloat16 at "
@@ -309,10 +314,8 @@ def main() -> None:
         "classifier-free-guidance batch, VAE decode of N images), whichever is larger; the update adds the "
         "training step's activations for one minibatch. Peak = resident + the larger of the two.",
         "",
-        "| configuration | resident | rollout extra | update extra, no checkpointing (formula / calibrated) | "
-        "update extra, gradient checkpointing (formula / calibrated) | peak (calibrated), no ckpt / ckpt |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    peak_rows = []
     for s in settings:
         lora = s.lora_r * c["lora_per_rank"]
         resident = 2 * c["qwen"] + 16 * lora + 2 * (c[s.unet] + c["vae"] + sum(c[t] for t in s.text_encoders))
@@ -332,15 +335,28 @@ def main() -> None:
         ckpt = policy_activation_bytes(tokens, h, i, layers, True) + logits
         peak_plain = resident + max(rollout, calibration * plain)
         peak_ckpt = resident + max(rollout, calibration * ckpt)
-        cells = [
-            s.name,
-            f"{resident / GiB:.1f} GiB",
-            rollout_text,
-            f"{plain / GiB:.1f} / {calibration * plain / GiB:.1f} GiB",
-            f"{ckpt / GiB:.1f} / {calibration * ckpt / GiB:.1f} GiB",
-            f"{peak_plain / GiB:.1f} / {peak_ckpt / GiB:.1f} GiB",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        peak_rows.append(
+            [
+                s.name,
+                f"{resident / GiB:.1f} GiB",
+                rollout_text,
+                f"{plain / GiB:.1f} / {calibration * plain / GiB:.1f} GiB",
+                f"{ckpt / GiB:.1f} / {calibration * ckpt / GiB:.1f} GiB",
+                f"{peak_plain / GiB:.1f} / {peak_ckpt / GiB:.1f} GiB",
+            ]
+        )
+    lines += report.table(
+        [
+            "configuration",
+            "resident",
+            "rollout extra",
+            "update extra, no checkpointing (formula / calibrated)",
+            "update extra, gradient checkpointing (formula / calibrated)",
+            "peak (calibrated), no ckpt / ckpt",
+        ],
+        peak_rows,
+        align="lrrrrr",
+    )
     lines += [
         "",
         "Assumptions of the table: N = 32 episodes sampled at once (queries_per_update 4 x group_size 8), "
@@ -352,10 +368,8 @@ def main() -> None:
         "",
         f"Peak RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    # The header last: its load average then covers the CPU measurements.
+    report.write(args.out, [*report.header("GPU memory of the paper's configurations (estimate)"), *lines])
 
 
 if __name__ == "__main__":

@@ -16,19 +16,17 @@ per-episode times are batch times / batch size, medians over batches. Reward: me
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 
 from agents.baselines import Identity
 from agents.cli import quiet_libraries
-from agents.evaluate import EvalResult, eval_queries, evaluate
+from agents.evaluate import eval_queries, evaluate
 from agents.openloop import OpenLoop
 from agents.rollout import collect
 from agents.toy import load_toy_policy
@@ -114,14 +112,11 @@ def main() -> None:
             identity = evaluate(Identity(), envs, queries, seed=args.seed)
         envs.close()
 
-    rows = [
-        "| mode | episodes per batch | policy s/episode | env s/episode | total s/episode | batches |",
-        "|---|---|---|---|---|---|",
-    ]
+    time_rows = []
     for (mode, batch), r in results.items():
         policy, env = float(np.median(r["policy"])), float(np.median(r["env"]))
         total = float(np.median(r["policy"] + r["env"]))
-        rows.append(f"| {mode} | {batch} | {policy:.4f} | {env:.4f} | {total:.4f} | {len(r['policy'])} |")
+        time_rows.append([mode, batch, f"{policy:.4f}", f"{env:.4f}", f"{total:.4f}", len(r["policy"])])
     speed = {
         batch: float(np.median(results[("closed-loop", batch)]["policy"] + results[("closed-loop", batch)]["env"]))
         / float(np.median(results[("open-loop", batch)]["policy"] + results[("open-loop", batch)]["env"]))
@@ -132,72 +127,66 @@ def main() -> None:
         / float(np.median(results[("open-loop", batch)]["policy"]))
         for batch in (1, args.num_envs)
     }
-    reward_rows = [
-        "| mode | mean reward | 95% CI | n | prompts that are the query's canonical caption |",
-        "|---|---|---|---|---|",
-    ]
+    reward_rows = []
     for mode in ("closed-loop", "open-loop"):
-        result = EvalResult(results[(mode, args.num_envs)]["rewards"])
-        reward_rows.append(
-            f"| {mode} | {result.mean:.4f} | [{result.mean - result.ci95:.4f}, {result.mean + result.ci95:.4f}] | "
-            f"{len(result.rewards)} | {results[(mode, args.num_envs)]['canonical']:.3f} |"
-        )
+        rewards = results[(mode, args.num_envs)]["rewards"]
+        mean, low, high = report.interval(rewards)
+        canonical = f"{results[(mode, args.num_envs)]['canonical']:.3f}"
+        reward_rows.append([mode, f"{mean:.4f}", f"[{low:.4f}, {high:.4f}]", len(rewards), canonical])
+    mean, low, high = report.interval(identity.rewards)
     reward_rows.append(
-        f"| identity (the query, no policy) | {identity.mean:.4f} | "
-        f"[{identity.mean - identity.ci95:.4f}, {identity.mean + identity.ci95:.4f}] | {len(identity.rewards)} | |"
+        ["identity (the query, no policy)", f"{mean:.4f}", f"[{low:.4f}, {high:.4f}]", len(identity.rewards), ""]
     )
     closed, open_ = (results[(m, args.num_envs)]["rewards"] for m in ("closed-loop", "open-loop"))
-    diff = open_ - closed
-    diff_ci = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
-    if diff.mean() - diff_ci <= 0 <= diff.mean() + diff_ci:
+    diff, low, high = report.paired_interval(open_, closed)
+    if low <= 0 <= high:
         verdict = "The confidence interval of the difference includes 0: no measurable reward difference here."
     else:
-        verdict = f"{'Open' if diff.mean() > 0 else 'Closed'}-loop scored higher here, outside the noise."
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), platform.processor())
-    command = "python benchmarks/open_loop.py " + " ".join(sys.argv[1:])
-    text = f"""# Open-loop vs closed-loop inference on the toy world ({datetime.date(2026, 11, 26)})
-
-`OMP_NUM_THREADS=1 {command.strip()}` on {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only,
-{torch.get_num_threads()} thread(s). **The CPU was shared with other jobs while this ran (load average well above
-the core count), so absolute times are noisy; the two modes ran interleaved batch by batch (alternating which
-went first) in one process, so the ratios are the numbers to read, and the env time, the same work in both
-modes, shows how much noise there is.**
-
-The shipped toy policy (`agents/toy`, sampled at its temperature 1.5), held-out `toy-test` queries, the same env
-seeds and sampling seeds for both modes, T = 20 denoising steps, K = 5 uniform refinement points, full previews,
-reward `toy_alignment`. Closed-loop: the agent reads the preview at each refinement point (K `generate` calls per
-batch, the env waiting for each). Open-loop: `agents.openloop.OpenLoop`, one `generate` call writes the K
-prompts of every episode of the batch before sampling (blank preview, the query as the prompt in force, each
-point's progress), then the env runs the trajectory with them. Policy time = time in `generate`; env time = the
-rest of the batch (denoising, previews, reward); per-episode time = batch time / episodes per batch; medians
-over batches.
-
-## Time per episode
-
-{chr(10).join(rows)}
-
-Total time, closed-loop / open-loop: {speed[1]:.2f}x one episode at a time, {speed[args.num_envs]:.2f}x with
-{args.num_envs} episodes per batch. Policy time alone: {policy_speed[1]:.2f}x and
-{policy_speed[args.num_envs]:.2f}x.
-
-## Reward ({args.n} held-out queries, {args.num_envs} episodes per batch)
-
-{chr(10).join(reward_rows)}
-
-Open-loop minus closed-loop, paired over the same queries and seeds: {diff.mean():+.4f} (95 % CI
-[{diff.mean() - diff_ci:+.4f}, {diff.mean() + diff_ci:+.4f}]).
-
-{verdict} The toy policy was supervised to rewrite a query into its canonical caption (the last column: how
-often a prompt it wrote is exactly that), not to read previews. Closed-loop, each turn rewrites the prompt in
-force, i.e. the previous turn's sampled answer (temperature 1.5), so a sampling slip can carry over the K turns;
-open-loop, every turn rewrites the query itself. A policy that never learned to read previews has little to
-gain from the feedback open-loop gives up; for one that did, that feedback is the point of PromptLoop and what
-the mode trades for speed. See also [toy_rewrites](toy_rewrites.md) for what fixed rewrites of the query score.
-"""
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+        verdict = f"{'Open' if diff > 0 else 'Closed'}-loop scored higher here, outside the noise."
+    lines = report.header("Open-loop vs closed-loop inference on the toy world")
+    lines += [
+        "Timings: the two modes ran interleaved batch by batch (alternating which went first) in one process, so "
+        "the ratios are the numbers to read (under load, absolute times are noisy: see the load average above), "
+        "and the env time, the same work in both modes, shows how much noise there is.",
+        "",
+        "The shipped toy policy (`agents/toy`, sampled at its temperature 1.5), held-out `toy-test` queries, the "
+        "same env seeds and sampling seeds for both modes, T = 20 denoising steps, K = 5 uniform refinement points, "
+        "full previews, reward `toy_alignment`. Closed-loop: the agent reads the preview at each refinement point "
+        "(K `generate` calls per batch, the env waiting for each). Open-loop: `agents.openloop.OpenLoop`, one "
+        "`generate` call writes the K prompts of every episode of the batch before sampling (blank preview, the "
+        "query as the prompt in force, each point's progress), then the env runs the trajectory with them. Policy "
+        "time = time in `generate`; env time = the rest of the batch (denoising, previews, reward); per-episode "
+        "time = batch time / episodes per batch; medians over batches.",
+        "",
+        "## Time per episode",
+        "",
+        *report.table(
+            ["mode", "episodes per batch", "policy s/episode", "env s/episode", "total s/episode", "batches"],
+            time_rows,
+        ),
+        "",
+        f"Total time, closed-loop / open-loop: {speed[1]:.2f}x one episode at a time, {speed[args.num_envs]:.2f}x "
+        f"with {args.num_envs} episodes per batch. Policy time alone: {policy_speed[1]:.2f}x and "
+        f"{policy_speed[args.num_envs]:.2f}x.",
+        "",
+        f"## Reward ({args.n} held-out queries, {args.num_envs} episodes per batch)",
+        "",
+        *report.table(
+            ["mode", "mean reward", "95% CI", "n", "prompts that are the query's canonical caption"], reward_rows
+        ),
+        "",
+        "Open-loop minus closed-loop, paired over the same queries and seeds (95 % CI): "
+        f"{report.paired_delta(open_, closed, digits=4)}.",
+        "",
+        f"{verdict} The toy policy was supervised to rewrite a query into its canonical caption (the last column: "
+        "how often a prompt it wrote is exactly that), not to read previews. Closed-loop, each turn rewrites the "
+        "prompt in force, i.e. the previous turn's sampled answer (temperature 1.5), so a sampling slip can carry "
+        "over the K turns; open-loop, every turn rewrites the query itself. A policy that never learned to read "
+        "previews has little to gain from the feedback open-loop gives up; for one that did, that feedback is the "
+        "point of PromptLoop and what the mode trades for speed. See also [toy_rewrites](toy_rewrites.md) for what "
+        "fixed rewrites of the query score.",
+    ]
+    report.write(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 import torch
 import torch.nn.functional as F
 
@@ -113,12 +111,11 @@ def sd15_section(rounds: int, fit_images: int) -> list[str]:
         f"Random weights, built from config. Decoder parameters: full {params['full'] / 1e6:.1f} M, "
         f"tiny {params['tiny'] / 1e6:.2f} M. Medians of {rounds} interleaved rounds after a warm-up.",
         "",
-        "| preview | median time | median ratio to full decode |",
-        "|---|---:|---:|",
-    ]
-    for name, (seconds, ratio) in results.items():
-        lines.append(f"| {name} | {seconds * 1e3:.1f} ms | {ratio:.4f} |")
-    lines += [
+        *report.table(
+            ["preview", "median time", "median ratio to full decode"],
+            [[name, f"{seconds * 1e3:.1f} ms", f"{ratio:.4f}"] for name, (seconds, ratio) in results.items()],
+            align="lrr",
+        ),
         "",
         f"Fitting linear factors for this VAE on this CPU (`fit_linear_preview`, {fit_images} synthetic images "
         f"at 256 x 256, each encoded and decoded, plus {fit_images} Gaussian latents decoded): {fit_s:.1f} s, "
@@ -159,15 +156,16 @@ def toy_section(rounds: int, n: int) -> list[str]:
         exact = full(x0).astype(float)
         const = np.sqrt(((exact - exact.mean(axis=(0, 1, 2))) ** 2).mean())
         errs = [np.sqrt(((exact - p(x0).astype(float)) ** 2).mean()) for p in (linear, oracle)]
-        rows.append(f"| {step} / 20 | {errs[0]:.1f} | {errs[1]:.1f} | {const:.1f} |")
+        rows.append([f"{step} / 20", f"{errs[0]:.1f}", f"{errs[1]:.1f}", f"{const:.1f}"])
     (name_full, (t_full, _)), (name_lin, (t_lin, r_lin)) = cost.items()
     return [
         f"## Toy model (shipped, trained): {size[0]} x {size[1]} images, {backend.latent_shape()} latents",
         "",
-        "| preview | median time | median ratio to full decode |",
-        "|---|---:|---:|",
-        f"| {name_full} | {t_full * 1e3:.2f} ms | 1.0000 |",
-        f"| {name_lin} | {t_lin * 1e3:.3f} ms | {r_lin:.4f} |",
+        *report.table(
+            ["preview", "median time", "median ratio to full decode"],
+            [[name_full, f"{t_full * 1e3:.2f} ms", "1.0000"], [name_lin, f"{t_lin * 1e3:.3f} ms", f"{r_lin:.4f}"]],
+            align="lrr",
+        ),
         "",
         f"No tiny autoencoder exists for the toy VAE (the TAESD models are trained for SD/SDXL/SD3/FLUX latents). "
         f"Fitting the linear factors took {fit_s:.1f} s.",
@@ -176,9 +174,9 @@ def toy_section(rounds: int, n: int) -> list[str]:
         "0..255 RGB per pixel at the image size. *Oracle linear*: the least-squares linear map fitted on these very "
         "x̂0 (the best any linear preview can do here); *constant*: the best single colour per channel.",
         "",
-        "| after step | linear (fitted on synthetic images) | oracle linear | constant |",
-        "|---|---:|---:|---:|",
-        *rows,
+        *report.table(
+            ["after step", "linear (fitted on synthetic images)", "oracle linear", "constant"], rows, align="lrrr"
+        ),
         "",
     ]
 
@@ -203,24 +201,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    lines = [
-        "# Preview cost: full VAE decode vs tiny autoencoder vs linear (2026-11-26)",
+    sections = sd15_section(args.rounds, args.fit_images) + toy_section(args.rounds, args.toy_n)
+    lines = report.header("Preview cost: full VAE decode vs tiny autoencoder vs linear")  # after the run: its load
+    lines += [
+        "CPU only. Absolute times depend on the machine's load (see the load average above); the ratios are "
+        "medians of per-round ratios of interleaved runs, which a shared load affects less.",
         "",
-        f"Command: `python benchmarks/preview_cost.py --rounds {args.rounds} --threads {args.threads} "
-        f"--fit-images {args.fit_images} --toy-n {args.toy_n}`  ",
-        f"Machine: {platform.machine()}, CPU only, {args.threads} torch threads, torch {torch.__version__}; "
-        f"run on {datetime.date.today().isoformat()}.  ",
-        "The machine's 2 cores were shared with other jobs during the run: absolute times are noisy; the ratios "
-        "are medians of per-round ratios of interleaved runs, which the shared load affects less.",
-        "",
+        *sections,
+        f"Total run time {time.perf_counter() - started:.0f} s.",
     ]
-    lines += sd15_section(args.rounds, args.fit_images)
-    lines += toy_section(args.rounds, args.toy_n)
-    lines.append(f"Total run time {time.perf_counter() - started:.0f} s.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report.write(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,11 @@ upper bound that includes luck, not a policy).
 from __future__ import annotations
 
 import argparse
-import datetime
-import math
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py, next to this script
 
 from agents.cli import quiet_libraries
 from agents.evaluate import eval_queries, evaluate
@@ -45,10 +42,6 @@ class Entry:
             self.template.replace("{query}", o["query"]).replace("{prompt}", o["prompt"])
             for o in split_observations(observations)
         ]
-
-
-def ci(values: np.ndarray) -> float:
-    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
 
 
 def main() -> None:
@@ -82,18 +75,23 @@ def main() -> None:
         print(i, repr(template), f"{results[i].components['jpeg_compressibility'].mean():.4f}", flush=True)
     jpeg0 = results[0].components["jpeg_compressibility"]
     align0 = results[0].components["toy_alignment"]
-    rows = [
-        "| action | bank entry | jpeg_compressibility (-kB) | 95% CI | diff to identity | 95% CI (paired) "
-        "| toy_alignment | diff to identity | 95% CI (paired) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for i in entries:
         template = BANK[i]
         jpeg, align = results[i].components["jpeg_compressibility"], results[i].components["toy_alignment"]
         dj, da = jpeg - jpeg0, align - align0
         rows.append(
-            f"| {i} | `{template!r}` | {jpeg.mean():.4f} | ±{ci(jpeg):.4f} | {dj.mean():+.4f} | ±{ci(dj):.4f} "
-            f"| {align.mean():.4f} | {da.mean():+.4f} | ±{ci(da):.4f} |"
+            [
+                i,
+                f"`{template!r}`",
+                f"{jpeg.mean():.4f}",
+                f"±{report.ci95(jpeg):.4f}",
+                f"{dj.mean():+.4f}",
+                f"±{report.ci95(dj):.4f}",
+                f"{align.mean():.4f}",
+                f"{da.mean():+.4f}",
+                f"±{report.ci95(da):.4f}",
+            ]
         )
     weighted = np.stack(
         [
@@ -104,27 +102,32 @@ def main() -> None:
     best_fixed = entries[int(weighted.mean(1).argmax())]
     oracle = weighted.max(0)
     minutes = (time.perf_counter() - start) / 60
-    lines = [
-        f"# Prompt-bank entries vs rewards on the toy world ({datetime.date.today().isoformat()})",
+    lines = report.header("Prompt-bank entries vs rewards on the toy world")
+    lines += [
+        f"Run time {minutes:.1f} min. Held-out `toy-test` queries, the same env seeds for every entry, "
+        f"T = {args.steps}, K = {args.refinements} uniform refinement points, the entry used at every point. JPEG "
+        "size at quality 95 of the 32 x 32 final image.",
         "",
-        f"Command: `python benchmarks/sb3_bank_effects.py --n {args.n} --steps {args.steps} "
-        f"--refinements {args.refinements} --weight {args.weight:g}"
-        + (f" --entries {' '.join(map(str, args.entries))}" if args.entries is not None else "")
-        + f" --out {args.out}`  ",
-        f"Machine: {platform.machine()}, CPU (2 cores shared with other jobs: timings are noisy), "
-        f"{minutes:.1f} min. Held-out `toy-test` queries, the same env seeds for every entry, T = {args.steps}, "
-        f"K = {args.refinements} uniform refinement points, the entry used at every point. JPEG size at quality "
-        "95 of the 32 x 32 final image.",
-        "",
-        *rows,
+        *report.table(
+            [
+                "action",
+                "bank entry",
+                "jpeg_compressibility (-kB)",
+                "95% CI",
+                "diff to identity",
+                "95% CI (paired)",
+                "toy_alignment",
+                "diff to identity",
+                "95% CI (paired)",
+            ],
+            rows,
+        ),
         "",
         f"Weighted reward `jpeg_compressibility + {args.weight:g} * toy_alignment`: identity "
         f"{weighted[0].mean():.4f}, best fixed entry ({best_fixed}) {weighted[entries.index(best_fixed)].mean():.4f}, "
         f"per-episode oracle over the bank {oracle.mean():.4f} (best entry chosen after the fact).",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report.write(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -68,11 +68,12 @@ def main() -> None:
         "at 20 %), graded by the toy scorer; each cell is the fraction confirmed among the queries that state the "
         "attribute. Chance: position 0.2, relation 0.25.",
         "",
-        "| group | " + " | ".join(keys) + " |",
-        "|---|" + "---:|" * len(keys),
+        *report.table(
+            ["group", *keys],
+            [[name, *(f"{r[k]:.3f}" if k in r else "-" for k in keys)] for name, r in results.items()],
+            align="l" + "r" * len(keys),
+        ),
     ]
-    for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in keys) + " |")
     lines += ["", "Sample grid (model's dialect; rows 1-4: one object, rows 5-8: two objects): `toy_identity_grid.png`"]
     report.write(OUT / "toy_identity.md", lines)
     tiles = np.concatenate(grids)

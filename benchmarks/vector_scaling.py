@@ -4,21 +4,19 @@ Both run the same work (N episodes of T steps with K refinements, full previews,
 every refinement); the vector env makes one denoiser call per step for the whole batch. Rounds are
 interleaved and the medians reported, with the ratio vector / sequential of trajectories per second.
 
-    python benchmarks/vector_scaling.py [--rounds 5] [--sizes 1 4 16]
+    python benchmarks/vector_scaling.py [--rounds 5] [--sizes 1 4 16] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import gymnasium as gym
-import torch
+import report  # benchmarks/report.py, next to this script
 
 import promptloop_env  # noqa: F401
 from promptloop_env.env import default_pipeline
@@ -33,6 +31,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--refinements", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of vector_scaling.md and .json")
     args = parser.parse_args()
     pipe = default_pipeline()
     common = dict(pipeline=pipe, num_inference_steps=args.steps, num_refinements=args.refinements)
@@ -61,31 +60,24 @@ def main() -> None:
                 start = time.perf_counter()
                 fn(n, r)
                 results[n][name].append(n / (time.perf_counter() - start))
-    lines = [
-        "# Vector env scaling: trajectories per second",
-        "",
-        f"Date: {datetime.date.today().isoformat()}  ",
-        f"Command: `python benchmarks/vector_scaling.py --rounds {args.rounds} --sizes "
-        f"{' '.join(map(str, args.sizes))}`  ",
+    lines = report.header("Vector env scaling: trajectories per second")
+    lines += [
         f"Model: the default toy-world model (shipped), DDIM, T = {args.steps}, K = {args.refinements}, guidance 3.0, "
-        "full previews, a new prompt per sub-env at every refinement.  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CPU. Medians over {args.rounds} interleaved rounds.",
+        f"full previews, a new prompt per sub-env at every refinement. CPU. Medians over {args.rounds} interleaved "
+        "rounds.",
         "",
-        "| N | vector env (traj/s) | N single envs in sequence (traj/s) | ratio |",
-        "|---:|---:|---:|---:|",
     ]
-    summary = {}
+    summary, rows = {}, []
     for n, res in results.items():
         ratio = statistics.median(v / s for v, s in zip(res["vector"], res["sequential"], strict=True))
         summary[n] = {k: statistics.median(v) for k, v in res.items()} | {"ratio": ratio}
-        lines.append(f"| {n} | {summary[n]['vector']:.2f} | {summary[n]['sequential']:.2f} | {ratio:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "vector_scaling.md").write_text(text)
-    (OUT / "vector_scaling.json").write_text(
-        json.dumps({"raw": results, "median": summary, "args": vars(args)}, indent=1)
+        rows.append([n, f"{summary[n]['vector']:.2f}", f"{summary[n]['sequential']:.2f}", f"{ratio:.2f}x"])
+    lines += report.table(
+        ["N", "vector env (traj/s)", "N single envs in sequence (traj/s)", "ratio"], rows, align="rrrr"
+    )
+    report.write(args.out / "vector_scaling.md", lines)
+    (args.out / "vector_scaling.json").write_text(
+        json.dumps({"raw": results, "median": summary, "args": {**vars(args), "out": str(args.out)}}, indent=1)
     )
 
 

@@ -301,25 +301,27 @@ def test_torch_dtype_must_be_a_dtype():
         _env(tiny("sd3"), torch_dtype="bfloat17")
 
 
-def _gpu_benchmark():
+def _gpu_benchmark(monkeypatch):
+    """benchmarks/env_overhead_gpu.py loaded as running it would: with its folder (hence report.py) on the path."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "benchmarks" / "env_overhead_gpu.py"
+    monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location("env_overhead_gpu", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_gpu_benchmark_configs_are_the_real_architectures():
+def test_gpu_benchmark_configs_are_the_real_architectures(monkeypatch):
     """The GPU script's configs build SD1.5's and SDXL's parts with their published parameter counts (on the
     meta device: no memory, no time)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from promptloop_env.tiny import build_clip_tokenizer
 
-    bench, tokenizer = _gpu_benchmark(), build_clip_tokenizer()
+    bench, tokenizer = _gpu_benchmark(monkeypatch), build_clip_tokenizer()
 
     def count(module):
         return sum(p.numel() for p in module.parameters())
@@ -332,8 +334,8 @@ def test_gpu_benchmark_configs_are_the_real_architectures():
         assert count(bench._clip(tokenizer, bench.CLIP_BIGG, projection=True)) == 694_659_840
 
 
-def test_gpu_benchmark_smoke_mode(tmp_path):
-    results = _gpu_benchmark().main(["--smoke", "--out", str(tmp_path)])
+def test_gpu_benchmark_smoke_mode(tmp_path, monkeypatch):
+    results = _gpu_benchmark(monkeypatch).main(["--smoke", "--out", str(tmp_path)])
     assert set(results) == {"sd15", "sdxl"}
     for result in results.values():
         assert set(result["median_ratio"]) == {"bare", "K=0", "K=1", "K=3", "K=5"}
