@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .evaluate import EvalResult, eval_queries, evaluate
+from .evaluate import EvalResult, ci95, eval_queries, evaluate, paired_interval
 from .train import ConfigError, TrainConfig, load_agent, make_envs
 
 __all__ = [
@@ -121,9 +121,8 @@ def paired_delta(result: EvalResult, base: EvalResult) -> tuple[float, float]:
     """Mean and 95 % CI half-width of ``result - base`` over the same episodes (same queries and env seeds)."""
     if len(result.rewards) != len(base.rewards):
         raise ValueError(f"Paired results need the same episodes; got {len(result.rewards)} and {len(base.rewards)}.")
-    diff = result.rewards - base.rewards
-    half = 1.96 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return float(diff.mean()), float(half)
+    mean, low, _ = paired_interval(result.rewards, base.rewards)
+    return mean, mean - low
 
 
 def result_row(result: EvalResult, base: EvalResult | None = None, **labels: Any) -> dict[str, Any]:
@@ -599,7 +598,7 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
             for component in names:
                 values = result.components[component]
                 row[component] = float(values.mean())
-                row[f"{component} ci95"] = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+                row[f"{component} ci95"] = ci95(values)
             row["prompt Jaccard"] = prompt_drift(result.queries, result.prompts)["prompt_jaccard"]
             for embed_label, embed in embedders.items():
                 row[embed_label] = embedding_similarity(result.queries, result.prompts, embed)

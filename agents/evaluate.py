@@ -16,7 +16,30 @@ import numpy as np
 
 from .rollout import collect
 
-__all__ = ["EvalResult", "evaluate", "eval_queries", "markdown_table"]
+__all__ = ["EvalResult", "ci95", "evaluate", "eval_queries", "markdown_table", "paired_interval"]
+
+
+def ci95(values: Sequence[float] | np.ndarray) -> float:
+    """Half-width of the normal-approximation 95 % confidence interval of the mean, ``1.96 * sd / sqrt(n)``
+    (NaN for fewer than two values). The one CI of the project: evaluations, the harness, benchmarks, examples."""
+    x = np.asarray(values, dtype=np.float64)
+    return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def paired_interval(
+    values: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray
+) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the per-episode differences ``values - baseline`` with their 95 % CI (:func:`ci95`);
+    the episodes must be paired (same query, same env seed, in the same order)."""
+    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"A paired comparison needs the same episodes in the same order; got shapes {a.shape} and {b.shape}. "
+            "Pass the per-episode values of one set of queries and seeds for both."
+        )
+    d = a - b
+    m, h = float(d.mean()), ci95(d)
+    return m, m - h, m + h
 
 
 @dataclass
@@ -35,9 +58,8 @@ class EvalResult:
 
     @property
     def ci95(self) -> float:
-        """Half-width of the 95 % confidence interval of the mean."""
-        n = len(self.rewards)
-        return float(1.96 * self.rewards.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        """Half-width of the 95 % confidence interval of the mean (:func:`ci95`)."""
+        return ci95(self.rewards)
 
 
 def eval_queries(spec: str | Sequence[str], n: int, seed: int = 0) -> list[str]:

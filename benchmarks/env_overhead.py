@@ -9,7 +9,7 @@ times are turned into ratios to that round's bare call and the medians of the ra
 - ``env none / query``: the same without previews (the engine's bookkeeping alone);
 - ``env full / new prompts``: a new, never-seen prompt at every refinement (text encoder runs each time).
 
-The same variants run on each tiny family of :mod:`promptloop_env.tiny` (SDXL, SD3, FLUX) in tables of their
+The same variants run on each tiny family of :mod:`promptloop_env.testing` (SDXL, SD3, FLUX) in tables of their
 own. The per-part cost comes from the engine's own timers (``env.unwrapped.engine.timings``); "env bookkeeping" is
 the episode's wall time minus those parts (Gymnasium wrappers, observation dicts, sanitising, infos).
 
@@ -178,7 +178,7 @@ def main() -> None:
             "",
             "## Every family (tiny models from configs, random weights)",
             "",
-            f"The same measurement on the tiny pipelines of `promptloop_env.tiny` (32x32 images, T = {args.steps}, "
+            f"The same measurement on the tiny pipelines of `promptloop_env.testing` (32x32 images, T = {args.steps}, "
             f"K = {args.refinements}, batch 1, medians over {args.family_rounds} interleaved rounds). These "
             "models are so small that fixed per-call costs (Python, the scheduler, the tokenizers, the text "
             "encoders) weigh far more than at full size, and the bare call re-encodes its prompt every time while "

@@ -8,7 +8,7 @@ times every variant once, ratios are taken per round and the medians reported.
 
 The models are built from their configs in code (the UNet2DConditionModel configs of SD1.5 and SDXL base, the
 CLIP text encoders' configs, the SD / SDXL VAE config) with random weights, directly on the GPU: only the
-architecture matters for time. The tokenizer is the tiny byte-level CLIP tokenizer of ``promptloop_env.tiny``:
+architecture matters for time. The tokenizer is the tiny byte-level CLIP tokenizer of ``promptloop_env.testing``:
 prompts are padded to 77 tokens, which is all the text encoder's cost depends on.
 
 What the paper's numbers include and ours do not: the paper's 1.05 / 1.13 / 1.23 (K = 1 / 3 / 5, SDXL, A100,
@@ -128,7 +128,7 @@ def build_full_size(model: str, device: str, dtype: torch.dtype) -> Any:
         UNet2DConditionModel,
     )
 
-    from promptloop_env.tiny import build_clip_tokenizer
+    from promptloop_env.testing import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer()
     torch.manual_seed(0)
@@ -161,7 +161,7 @@ def build_full_size(model: str, device: str, dtype: torch.dtype) -> Any:
 
 
 def build_smoke(model: str) -> Any:
-    from promptloop_env.tiny import tiny_stable_diffusion, tiny_stable_diffusion_xl
+    from promptloop_env.testing import tiny_stable_diffusion, tiny_stable_diffusion_xl
 
     return tiny_stable_diffusion(scheduler="ddim") if model == "sd15" else tiny_stable_diffusion_xl()
 

@@ -2,13 +2,13 @@
 
 A result file states the date, the machine, its load and the exact command it ran with, taken when it runs
 (never hard-coded text), so that a re-run on another machine says so itself. Every script in ``benchmarks/``
-imports this module (``import report``: it lies next to them) instead of writing its own header or CI.
+imports this module (``import report``: it lies next to them) instead of writing its own header or CI; the CI
+itself is :func:`agents.evaluate.ci95`, the one the package's evaluations use.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import shlex
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from agents.evaluate import ci95, paired_interval  # the project's one 95 % CI (re-exported here)
 
 __all__ = [
     "ci95",
@@ -99,12 +101,6 @@ def header(title: str, argv: Sequence[str] | None = None) -> list[str]:
     ]
 
 
-def ci95(values: Sequence[float] | np.ndarray) -> float:
-    """Half-width of the normal-approximation 95 % CI of the mean (``1.96 * sd / sqrt(n)``)."""
-    x = np.asarray(values, dtype=np.float64)
-    return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
 def interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean and its 95 % CI (:func:`ci95`), for scripts that test or lay out the bounds
     themselves."""
@@ -117,20 +113,6 @@ def mean_ci(values: Sequence[float] | np.ndarray, digits: int = 3) -> str:
     """``"0.612 [0.590, 0.634]"``."""
     m, low, high = interval(values)
     return f"{m:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def paired_interval(
-    values: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray
-) -> tuple[float, float, float]:
-    """``(mean, low, high)`` of the per-episode differences ``values - baseline`` with their 95 % CI; the episodes
-    must be paired (same query, same seed, in the same order)."""
-    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"A paired comparison needs the same episodes in the same order; got shapes {a.shape} and {b.shape}. "
-            "Pass the per-episode values of one set of queries and seeds for both."
-        )
-    return interval(a - b)
 
 
 def paired_delta(values: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray, digits: int = 3) -> str:

@@ -22,12 +22,12 @@ an existing environment (check with ``pip install --dry-run "ray[rllib]"``). A s
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
 import numpy as np
 
+from agents.evaluate import ci95
 from promptloop_env.wrappers import DEFAULT_BANK
 
 ENV_NAME = "PromptLoopBank-v0"
@@ -146,7 +146,7 @@ def main() -> None:
 
     def mean_ci(values: list[float]) -> str:
         array = np.asarray(values)
-        return f"{array.mean():.4f} ± {1.96 * array.std(ddof=1) / math.sqrt(len(array)):.4f}"
+        return f"{array.mean():.4f} ± {ci95(array):.4f}"
 
     for name in rewards:
         print(f"{name}: reward {mean_ci(rewards[name])}, toy_alignment {mean_ci(alignment[name])} (n = {len(queries)})")

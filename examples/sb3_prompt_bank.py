@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.evaluate import ci95
 from promptloop_env.prompts import make_prompt_source
 from promptloop_env.rewards import jpeg_compressibility, toy_alignment
 from promptloop_env.wrappers import DEFAULT_BANK
@@ -46,8 +46,7 @@ BANK: tuple[str, ...] = (*DEFAULT_BANK, "a small white circle on a white backgro
 
 
 def mean_ci(values: np.ndarray) -> str:
-    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
-    return f"{values.mean():.4f} ± {half:.4f}"
+    return f"{values.mean():.4f} ± {ci95(values):.4f}"
 
 
 def evaluate(venv, queries: list[str], policy) -> dict[str, np.ndarray]:

@@ -17,20 +17,17 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from agents.baselines import Identity
 from agents.cli import quiet_libraries
-from agents.evaluate import eval_queries, evaluate, markdown_table
+from agents.evaluate import eval_queries, evaluate, markdown_table, paired_interval
 from agents.toy.scripted import NeglectController, Rewrite
 from agents.train import TrainConfig, load_agent, make_envs, train
 
 
 def paired(a, b) -> str:
     """Mean per-episode difference of two rows with its 95 % CI."""
-    d = a.rewards - b.rewards
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+    mean, low, high = paired_interval(a.rewards, b.rewards)
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def main() -> None:
@@ -73,15 +70,8 @@ def main() -> None:
     print(f"training took {minutes:.1f} min")
     names = list(rows)
     identity, closed, untrained_row, trained = (rows[names[i]] for i in (0, 2, 3, 4))
-    gain = trained.rewards - identity.rewards
-    half = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain))
-    verdict = (
-        "beats identity"
-        if gain.mean() - half > 0
-        else "is worse than identity"
-        if gain.mean() + half < 0
-        else "is not distinguishable from identity"
-    )
+    _, low, high = paired_interval(trained.rewards, identity.rewards)
+    verdict = "beats identity" if low > 0 else "is worse than identity" if high < 0 else "is level with identity"
     print(
         f"The trained agent (sampled) {verdict}: {paired(trained, identity)} (paired 95 % CI), from "
         f"{paired(untrained_row, identity)} before training; the scripted closed-loop controller gains "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import string
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +15,8 @@ from gymnasium.error import ResetNeeded
 from PIL import Image
 
 from ._quiet import quiet_loading
-from .backends import load_pipeline, make_backend
+from .backends import make_backend
+from .backends.resolve import default_pipeline, resolve_pipeline, scheduler_from_name, world_defaults
 from .core import MAX_PROMPT_CHARS, Engine, Refinement
 from .previews import make_preview
 from .prompts import make_prompt_source
@@ -60,73 +60,6 @@ class PromptText(spaces.Text):
             and self.min_length == other.min_length
             and self.max_length == other.max_length
         )
-
-
-def default_pipeline():
-    """The offline default model: the embedded toy world's trained model, shipped in the package (loaded once
-    per process and shared by every env that uses it)."""
-    from .toy.model import load_toy_pipeline
-
-    return load_toy_pipeline()
-
-
-def _is_toy(pipeline: Any) -> bool:
-    from .toy.model import TOY_PIPELINES
-
-    return pipeline is None or (isinstance(pipeline, str) and pipeline in TOY_PIPELINES)
-
-
-def _as_dtype(torch_dtype: Any) -> torch.dtype | None:
-    if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
-        return torch_dtype
-    dtype = getattr(torch, str(torch_dtype), None)
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(
-            "torch_dtype must be a torch.dtype (e.g. torch.float16) or the name of one ('bfloat16'); "
-            f"got {torch_dtype!r}."
-        )
-    return dtype
-
-
-def _resolve_pipeline(pipeline: Any, device: Any, torch_dtype: Any, local_files_only: bool | None) -> Any:
-    """The pipeline object, loaded when named, on ``device`` in ``torch_dtype`` when either is given.
-
-    A pipeline object is moved in place by ``pipeline.to(device=..., dtype=...)`` (every component, so none is
-    left behind on another device or dtype); a shipped toy model is shared by every env of the process, so a
-    private copy of it is converted instead.
-    """
-    torch_dtype = _as_dtype(torch_dtype)
-    shared = getattr(pipeline, "_promptloop_shared_folder", None)
-    if _is_toy(pipeline) or shared is not None:
-        from .toy.model import TOY_PIPELINES, load_toy_pipeline
-
-        folder = shared or TOY_PIPELINES[pipeline or "toy"]
-        pipeline = load_toy_pipeline(folder)
-        if torch_dtype is not None and pipeline.dtype != torch_dtype:
-            pipeline = load_toy_pipeline(folder, cache=False)  # never convert the instance other envs share
-    elif isinstance(pipeline, (str, os.PathLike)):
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        pipeline = load_pipeline(pipeline, torch_dtype=torch_dtype, device=device, local_files_only=local_files_only)
-        device = torch_dtype = None
-    elif not callable(getattr(pipeline, "to", None)) or not hasattr(pipeline, "components"):
-        raise TypeError(
-            "pipeline must be a diffusers pipeline object, a folder written by save_pretrained, a model id in the "
-            f"local Hugging Face cache, or None (the toy model); got {type(pipeline).__name__}."
-        )
-    if device is not None or torch_dtype is not None:
-        pipeline = pipeline.to(device=device, dtype=torch_dtype)
-    return pipeline
-
-
-def _scheduler_from_name(name: str, template: Any) -> Any:
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-    classes = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}
-    if name not in classes:
-        raise ValueError(f"Unknown scheduler {name!r}; expected one of {', '.join(map(repr, classes))}.")
-    extra = {"algorithm_type": "dpmsolver++"} if name == "dpm++" else {}
-    return classes[name].from_config(template.config, **extra)
 
 
 def _check_timesteps(backend: Any, num_steps: int) -> None:
@@ -271,20 +204,13 @@ class _Episodes:
         self.num_inference_steps = int(num_inference_steps)
         self.num_refinements = int(num_refinements)
         self.schedule = validate_schedule(schedule, self.num_refinements, self.num_inference_steps)
-        toy = _is_toy(pipeline)  # the toy world's model, queries and scorer go together
-        self._reward = make_reward(
-            reward if reward is not None else ("toy_alignment" if toy else "jpeg_compressibility")
-        )
-        self._prompt_source = make_prompt_source(
-            prompts if prompts is not None else ("toy-user-train" if toy else None)
-        )
+        world = world_defaults(pipeline)  # the toy world's model, queries and scorer go together
+        self._reward = make_reward(reward if reward is not None else world.reward)
+        self._prompt_source = make_prompt_source(prompts if prompts is not None else world.prompts)
         with quiet_loading():
-            pipe = _resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
+            pipe = resolve_pipeline(pipeline, device, torch_dtype, local_files_only)
         if guidance_scale is None:
-            from .toy.model import TOY_GUIDANCE_SCALE
-
-            # None leaves each family its pipeline's default (SD 7.5, SDXL 5.0, SD3 7.0, FLUX 3.5).
-            guidance_scale = TOY_GUIDANCE_SCALE if toy else None
+            guidance_scale = world.guidance_scale
         sampling: dict[str, Any] = dict(
             num_inference_steps=self.num_inference_steps,
             guidance_scale=guidance_scale,
@@ -293,7 +219,7 @@ class _Episodes:
             width=width,
         )
         if scheduler is not None:
-            sampling["scheduler"] = _scheduler_from_name(scheduler, pipe.scheduler)
+            sampling["scheduler"] = scheduler_from_name(scheduler, pipe.scheduler)
         if text_cache_size is not None:
             if not isinstance(text_cache_size, (int, np.integer)) or text_cache_size < 0:
                 raise ValueError(
@@ -497,7 +423,8 @@ class PromptLoopEnv(_Episodes, gym.Env):
       nearly free; ``"linear:<file.json>"``), ``"none"`` (blank: no latent feedback), or a callable.
       `preview_size`: int or (H, W).
     * `reward`: a registered name, ``{name: weight}``, or a callable ``(uint8 [N, H, W, 3], list[str]) -> [N]``
-      (default: ``"toy_alignment"`` on the toy model, else ``"jpeg_compressibility"``).
+      (default: ``"toy_alignment"`` on the toy model, else ``"jpeg_compressibility"``; the defaults of reward,
+      prompts and guidance follow the pipeline: :func:`promptloop_env.backends.resolve.world_defaults`).
     * `prompts`: where queries come from: ``"toy-user-train"`` / ``"toy-user-test"`` (the toy grammar's splits
       in users' style), ``"toy-train"`` / ``"toy-test"`` (the same in random phrasings), a list,
       a text, CSV, JSONL or Parquet file (``"file.csv:column"``), a dataset (``"hf:<id or folder>[:column]"``),

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny pipelines built from configs in memory (cached per process)."""
+"""Shared fixtures: tiny pipelines built from configs in memory (cached per process), tiny training runs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if "PROMPTLOOP_CACHE" not in os.environ:
 
 @functools.cache
 def _pipeline(scheduler: str = "ddim", prediction_type: str = "epsilon"):
-    from promptloop_env.tiny import tiny_stable_diffusion
+    from promptloop_env.testing import tiny_stable_diffusion
 
     return tiny_stable_diffusion(scheduler=scheduler, prediction_type=prediction_type)
 
@@ -34,3 +34,25 @@ def make_pipeline():
 @pytest.fixture
 def pipeline():
     return _pipeline()
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """``tiny_run(name, **overrides)``: the ``TrainConfig`` of a seconds-long run on the toy world (T = 6, K = 2,
+    2 queries x G = 2, 2 updates, a checkpoint and preview strips every update), writing to ``tmp_path / name``."""
+    from agents.config import TrainConfig
+
+    def make(name: str, **overrides) -> TrainConfig:
+        settings = dict(
+            num_inference_steps=6,
+            num_refinements=2,
+            queries_per_update=2,
+            group_size=2,
+            updates=2,
+            checkpoint_every=1,
+            log_images_every=1,
+            out=str(tmp_path / name),
+        )
+        return TrainConfig(**{**settings, **overrides})
+
+    return make

@@ -19,7 +19,7 @@ from promptloop_env.backends import (
     make_backend,
     supported_pipelines,
 )
-from promptloop_env.tiny import tiny_flux, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
+from promptloop_env.testing import tiny_flux, tiny_stable_diffusion_3, tiny_stable_diffusion_xl
 
 STEPS = 6
 QUERY = "a red circle on the left"
@@ -273,7 +273,7 @@ def test_env_torch_dtype_converts_a_float32_pipeline(name):
 @pytest.mark.parametrize("family", ["sd", "sd3"])
 def test_mixed_component_dtypes_are_cast_at_the_boundaries(family):
     """float32 text encoders and VAE around a bfloat16 denoiser (a common memory-saving layout) run."""
-    from promptloop_env.tiny import tiny_stable_diffusion
+    from promptloop_env.testing import tiny_stable_diffusion
 
     pipe = tiny_stable_diffusion() if family == "sd" else tiny_stable_diffusion_3()
     (pipe.unet if family == "sd" else pipe.transformer).to(torch.bfloat16)
@@ -319,7 +319,7 @@ def test_gpu_benchmark_configs_are_the_real_architectures(monkeypatch):
     meta device: no memory, no time)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from promptloop_env.tiny import build_clip_tokenizer
+    from promptloop_env.testing import build_clip_tokenizer
 
     bench, tokenizer = _gpu_benchmark(monkeypatch), build_clip_tokenizer()
 
@@ -342,3 +342,15 @@ def test_gpu_benchmark_smoke_mode(tmp_path, monkeypatch):
         assert all(r > 0 for r in result["median_ratio"].values())
     text = (tmp_path / "env_overhead_gpu_smoke.md").read_text()
     assert "| K=5 |" in text and "1.23" in text  # the paper's SDXL ratio sits next to ours
+
+
+def test_the_old_name_of_the_test_pipelines_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    import promptloop_env.testing as testing
+
+    sys.modules.pop("promptloop_env.tiny", None)
+    with pytest.warns(DeprecationWarning, match="promptloop_env.testing"):
+        old = importlib.import_module("promptloop_env.tiny")
+    assert old.tiny_stable_diffusion is testing.tiny_stable_diffusion

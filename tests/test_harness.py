@@ -90,18 +90,17 @@ def test_paired_delta_and_schedules():
         schedules_for(20, 20)
 
 
-def test_train_hook_logs_diagnostics(tmp_path):
+def test_train_hook_logs_diagnostics(tmp_path, tiny_run):
     # Trained on jpeg_compressibility with the same reward held out: the held-out scalar must equal the return.
-    config = TrainConfig(
+    config = tiny_run(
+        "run",
         reward="jpeg_compressibility",
         heldout_rewards="jpeg_compressibility,toy_alignment",
         num_inference_steps=4,
         num_refinements=1,
         queries_per_update=1,
-        group_size=2,
-        updates=2,
+        checkpoint_every=10,
         log_images_every=0,
-        out=str(tmp_path / "run"),
     )
     train(config, progress=False)
     folder = tmp_path / "run" / "tensorboard"

@@ -41,7 +41,7 @@ from promptloop_env.rewards import base as reward_base
 from promptloop_env.rewards._learned import RatingHead
 from promptloop_env.rewards.clip import convert_open_clip_state_dict, pad_to_square
 from promptloop_env.rewards.imagereward import ImageRewardModel, blip_tokenizer, convert_imagereward_state_dict
-from promptloop_env.tiny import TINY_WORDS, build_clip_tokenizer
+from promptloop_env.testing import TINY_WORDS, build_clip_tokenizer
 
 SIZE, WIDTH, EMBED = 32, 32, 16
 QUERIES = ["a red circle", "a blue square on white", "a green cat", "a small yellow star"]

@@ -106,10 +106,10 @@ def test_a_bf16_policy_drives_an_fp32_env():
     envs.close()
 
 
-def test_training_with_bf16_autocast_and_gradient_checkpointing_on_cpu(tmp_path):
-    config = TrainConfig(
-        num_inference_steps=4, num_refinements=1, queries_per_update=2, group_size=2, updates=1,
-        mixed_precision="bf16", gradient_checkpointing=True, device="cpu", log_images_every=0, out=str(tmp_path / "r"),
+def test_training_with_bf16_autocast_and_gradient_checkpointing_on_cpu(tiny_run):
+    config = tiny_run(
+        "r", num_inference_steps=4, num_refinements=1, updates=1, checkpoint_every=10, log_images_every=0,
+        mixed_precision="bf16", gradient_checkpointing=True, device="cpu",
         shared_noise=False,  # two seeds per query: the group's rewards differ even if its prompts do not
     )  # fmt: skip
     result = train(config, progress=False)

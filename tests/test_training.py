@@ -13,23 +13,8 @@ from agents.baselines import Identity
 from agents.checkpoint import atomic_folder
 from agents.cli import load_config, main
 from agents.evaluate import evaluate, markdown_table
-from agents.train import CheckpointError, ConfigError, TrainConfig, load_agent, make_envs, train
+from agents.train import CheckpointError, ConfigError, load_agent, make_envs, train
 from promptloop_env.rewards import register_reward
-
-
-def tiny_run(tmp_path, name: str, **overrides) -> TrainConfig:
-    settings = dict(
-        num_inference_steps=6,
-        num_refinements=2,
-        queries_per_update=2,
-        group_size=2,
-        updates=2,
-        checkpoint_every=1,
-        log_images_every=1,
-        out=str(tmp_path / name),
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
 
 
 @pytest.mark.parametrize(
@@ -42,8 +27,8 @@ def tiny_run(tmp_path, name: str, **overrides) -> TrainConfig:
         ({"preview": "blurry"}, "preview='blurry'"),
     ],
 )
-def test_config_out_of_range_fails_before_any_work(tmp_path, overrides, message):
-    config = tiny_run(tmp_path, "bad", **overrides)
+def test_config_out_of_range_fails_before_any_work(tmp_path, overrides, message, tiny_run):
+    config = tiny_run("bad", **overrides)
     with pytest.raises(ConfigError, match=message):
         train(config, progress=False)
     assert not (tmp_path / "bad").exists()
@@ -64,10 +49,10 @@ def test_config_file_and_flags(tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
-def test_resume_matches_an_uninterrupted_run(tmp_path, algo):
-    straight = train(tiny_run(tmp_path, "straight", algo=algo), progress=False)
-    train(tiny_run(tmp_path, "split", algo=algo, updates=1), progress=False)
-    resumed = train(tiny_run(tmp_path, "split", algo=algo, resume=str(tmp_path / "split")), progress=False)
+def test_resume_matches_an_uninterrupted_run(tmp_path, algo, tiny_run):
+    straight = train(tiny_run("straight", algo=algo), progress=False)
+    train(tiny_run("split", algo=algo, updates=1), progress=False)
+    resumed = train(tiny_run("split", algo=algo, resume=str(tmp_path / "split")), progress=False)
     a = load_file(str(straight["agent"] / "adapter_model.safetensors"))
     b = load_file(str(resumed["agent"] / "adapter_model.safetensors"))
     first = tmp_path / "split" / "checkpoints" / "update_000001"
@@ -87,16 +72,16 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, algo):
     assert agent.has_lora and (agent.value_head is not None) == (algo == "ppo")
     assert json.loads((run / "agent" / "agent.json").read_text())["base"] == "toy"  # portable, not a path
     # Training can continue from a trained agent: its adapter keeps learning, its base stays the toy policy.
-    more = train(tiny_run(tmp_path, "more", algo=algo, agent=str(run / "agent"), updates=1), progress=False)
+    more = train(tiny_run("more", algo=algo, agent=str(run / "agent"), updates=1), progress=False)
     c = load_file(str(more["agent"] / "adapter_model.safetensors"))
     assert c.keys() == a.keys() and any(not torch.equal(a[k], c[k]) for k in a)
     assert json.loads((more["agent"] / "agent.json").read_text())["base"] == "toy"
 
 
-def test_bad_checkpoints_give_clear_errors_and_failed_writes_keep_the_last_good_one(tmp_path):
+def test_bad_checkpoints_give_clear_errors_and_failed_writes_keep_the_last_good_one(tmp_path, tiny_run):
     with pytest.raises(CheckpointError, match="No checkpoint"):
-        train(tiny_run(tmp_path, "new", resume=str(tmp_path / "missing")), progress=False)
-    train(tiny_run(tmp_path, "run", updates=1), progress=False)
+        train(tiny_run("new", resume=str(tmp_path / "missing")), progress=False)
+    train(tiny_run("run", updates=1), progress=False)
     checkpoint = tmp_path / "run" / "checkpoints" / "update_000001"
     adapter = checkpoint / "adapter" / "adapter_model.safetensors"
     good = adapter.read_bytes()
@@ -108,7 +93,7 @@ def test_bad_checkpoints_give_clear_errors_and_failed_writes_keep_the_last_good_
     assert adapter.read_bytes() == good and not list(checkpoint.parent.glob(".update_000001.tmp-*"))
     adapter.write_bytes(good[: len(good) // 2])  # truncated
     with pytest.raises(CheckpointError, match="incomplete or unreadable"):
-        train(tiny_run(tmp_path, "run", resume=str(tmp_path / "run")), progress=False)
+        train(tiny_run("run", resume=str(tmp_path / "run")), progress=False)
 
 
 def test_eval_command_writes_a_table(tmp_path, capsys):
@@ -135,13 +120,12 @@ def _redness():
 
 
 @pytest.mark.slow
-def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path):
+def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
     """GRPO on "redness" teaches the toy policy to ask for red whatever the query; identity (queries of other
     colours) gets no red at all. The one refinement point is at step 1, so the prompt still decides the image."""
     queries = ["a blue square", "a green circle", "a large cyan triangle", "a yellow square on a white background"]
     (tmp_path / "queries.txt").write_text("\n".join(queries) + "\n")
     config = tiny_run(
-        tmp_path,
         "learn",
         reward="test_redness",
         queries=str(tmp_path / "queries.txt"),
@@ -164,14 +148,14 @@ def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path):
     assert identity.mean < 0.005 and trained.mean > identity.mean + 0.02
 
 
-def test_damaged_checkpoints_are_refused_by_file_and_resume_falls_back(tmp_path, capsys):
+def test_damaged_checkpoints_are_refused_by_file_and_resume_falls_back(tmp_path, capsys, tiny_run):
     import shutil
 
     from safetensors.torch import save_file
 
     from agents.checkpoint import find_checkpoint, verify
 
-    train(tiny_run(tmp_path, "run", updates=2, keep_checkpoints=3), progress=False)
+    train(tiny_run("run", updates=2, keep_checkpoints=3), progress=False)
     folder = tmp_path / "run" / "checkpoints"
     first, second = folder / "update_000001", folder / "update_000002"
     verify(first)
@@ -201,7 +185,7 @@ def test_damaged_checkpoints_are_refused_by_file_and_resume_falls_back(tmp_path,
         write(second / name)
         _write_manifest(second)
         with pytest.raises(CheckpointError) as error:
-            train(tiny_run(tmp_path, "run", updates=3, resume=str(second)), progress=False)
+            train(tiny_run("run", updates=3, resume=str(second)), progress=False)
         return str(error.value)
 
     def nan_adapter(p):

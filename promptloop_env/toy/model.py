@@ -59,7 +59,7 @@ def build_toy_pipeline(seed: int = 0, block_out_channels: tuple[int, ...] = (64,
     """The untrained toy model, from configs (seeded initialisation): UNet 4.2M parameters (64/128 channels,
     cross-attention at both resolutions; ``block_out_channels`` makes it narrower or wider, multiples of 32),
     VAE 32x32 -> 8x8x4, a 2-layer text encoder of width 64."""
-    from ..tiny import build_clip_tokenizer, small_stable_diffusion
+    from ..testing import build_clip_tokenizer, small_stable_diffusion
     from .grammar import vocabulary
 
     return small_stable_diffusion(
