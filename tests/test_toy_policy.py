@@ -11,9 +11,11 @@ from agents.toy.pretrain import (
     INSTRUCTION,
     SKILLS,
     example,
+    focus_example,
     lack_answer,
     main,
     paraphrase,
+    plain_rewrite,
     question,
     seen_spec,
     trajectories,
@@ -23,6 +25,7 @@ from promptloop_env.toy.grammar import (
     ObjectSpec,
     Spec,
     caption,
+    describe,
     parse,
     random_scene,
     sample_queries,
@@ -84,13 +87,35 @@ def test_examples_of_every_skill_from_renders_and_the_toy_models_own_previews():
                 assert parse(answer) in (parse(query), swapped(parse(query)))
 
 
+def test_the_focus_stage_rewrites_pairs_into_the_plain_caption_in_either_order():
+    rng = np.random.default_rng(3)
+    spec = parse("there is a red disk to the left of a small blue box")
+    assert {plain_rewrite(spec, rng) for _ in range(40)} == {describe(spec), describe(swapped(spec))}
+    one = parse("a red circle on the left")
+    assert {plain_rewrite(one, rng) for _ in range(10)} == {describe(one)}
+    items = [focus_example(rng, "train", pairs=0.7) for _ in range(300)]
+    rewrites = [
+        (o["query"].removeprefix("text: ").removesuffix("\nrewrite the text"), a)
+        for o, a in items
+        if o["query"].endswith("\nrewrite the text")
+    ]
+    assert 0.6 < len(rewrites) / len(items) < 0.8  # the rewrite skill 70 % of the time, the others the rest
+    pairs = [q for q, a in rewrites if len(parse(q).objects) == 2]
+    assert 0.55 < len(pairs) / len(rewrites) < 0.85  # 70 % pairs
+    assert all(a in (describe(parse(q)), describe(swapped(parse(q)))) for q, a in rewrites)
+
+
 def test_pretraining_writes_a_policy_driven_by_the_rewrite_instruction(tmp_path):
-    main(["--steps", "2", "--episodes", "8", "--eval-n", "2", "--eval-every", "2", "--out", str(tmp_path / "p")])
+    args = ["--steps", "2", "--focus-steps", "2", "--episodes", "8", "--eval-n", "2", "--eval-every", "2"]
+    main([*args, "--out", str(tmp_path / "p")])
     agent = MLLMAgent.from_pretrained(tmp_path / "p")
     assert agent.user_template == INSTRUCTION == TOY_POLICY_SETTINGS["user_template"]
     log = (tmp_path / "p" / "pretrain_log.md").read_text()
     for skill in SKILLS:
         assert f"{skill} (render)" in log and f"{skill} (trajectory)" in log
+    assert "| skills | 2 |" in log and "| focus | 2 |" in log
+    main([*args, "--init-from", str(tmp_path / "p"), "--out", str(tmp_path / "q")])  # the focus stage alone
+    assert "Stage `skills` skipped" in (tmp_path / "q" / "pretrain_log.md").read_text()
 
 
 @pytest.fixture(scope="module")

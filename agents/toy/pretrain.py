@@ -1,6 +1,6 @@
 """Pretraining of the toy policy on generic image-and-text skills, as a real MLLM arrives pretrained.
 
-    python -m agents.toy.pretrain                 # about 20 minutes on 2 CPU cores; writes agents/toy/weights
+    python -m agents.toy.pretrain                 # about 25 minutes on 2 CPU cores; writes agents/toy/weights
     python -m agents.toy.pretrain --steps 50 --episodes 64 --out /tmp/policy   # a quick run elsewhere
 
 The paper's policy (Qwen2.5-VL-3B) can already describe an image, answer questions about it and rewrite a text
@@ -19,6 +19,17 @@ always attached, as in the env):
   time in the canonical form. The meaning (the parsed spec) is kept. Half of these examples show the image of
   another scene (the text, not the image, is what is rewritten), half a preview of the text's own trajectory.
   Drawn 40 % of the time, the other skills 20 % each.
+
+A second, shorter **focus** stage (``--focus-steps``, constant learning rate ``--focus-lr``) continues on clean
+renders with the rewrite skill 70 % of the time, answered in the grammar's plain caption form
+(:func:`~promptloop_env.toy.grammar.describe`, the form an MLLM's prompt expansion takes) with the two objects
+of a pair in either order, half and half, on two-object texts ``--focus-pairs`` of the time; the other three
+skills fill the rest so they are not forgotten. Why: after the first stage alone the policy kept the meaning of
+every one-object text but of only 27-29 % of two-object texts (it bound colours and shapes to the wrong object
+and inverted relations at random, ``benchmarks/results/toy_policy_probe.md``); a random phrasing lets each
+slot come from either object, the plain form makes the binding learnable. The order stays a coin flip: which
+object to name first is left to RL. ``--init-from <folder>`` starts from an earlier run's first-stage weights
+and runs the focus stage alone (seeded on its own, so it is the same stage either way).
 
 The images are clean renders of train-split scenes (a two-object scene drawn with one object left out 30 % of
 the time, so that something can be lacking) and *the toy model's own trajectories*: previews at its
@@ -72,7 +83,16 @@ from ..mllm import Turn
 from . import TOY_POLICY_DIR, TOY_POLICY_SETTINGS, build_toy_policy
 from .scripted import INVERSE, swapped
 
-__all__ = ["INSTRUCTION", "PretrainConfig", "SKILLS", "paraphrase", "seen_spec", "main"]
+__all__ = [
+    "INSTRUCTION",
+    "PretrainConfig",
+    "SKILLS",
+    "focus_example",
+    "paraphrase",
+    "plain_rewrite",
+    "seen_spec",
+    "main",
+]
 
 #: The policy's instruction in the env (its ``user_template``): the generic rewrite skill applied to the query.
 INSTRUCTION: str = TOY_POLICY_SETTINGS["user_template"]
@@ -96,6 +116,10 @@ class PretrainConfig:
     episodes: int = 1024
     eval_every: int = 500
     eval_n: int = 200
+    focus_steps: int = 1800
+    focus_lr: float = 1e-3
+    focus_pairs: float = 0.7
+    init_from: str = ""
     out: str = str(TOY_POLICY_DIR)
 
 
@@ -151,6 +175,26 @@ def paraphrase(spec: Spec, rng: np.random.Generator) -> str:
         if parse(text) == spec:
             return text
     return describe(spec)
+
+
+def plain_rewrite(spec: Spec, rng: np.random.Generator) -> str:
+    """The rewrite answer of the focus stage: ``spec`` in the grammar's plain caption form (:func:`describe`),
+    the two objects of a pair in either order (relation inverted), half and half."""
+    return describe(swapped(spec) if len(spec.objects) == 2 and rng.random() < 0.5 else spec)
+
+
+def focus_example(rng: np.random.Generator, split: str, pairs: float) -> tuple[dict, str]:
+    """One example of the focus stage (clean renders): the rewrite skill 70 % of the time, answered in the plain
+    caption form (:func:`plain_rewrite`) on a two-object text with probability ``pairs``; else another skill, as
+    in the first stage (so that it is not forgotten)."""
+    if rng.random() >= 0.7:
+        return example(rng, [], split, str(rng.choice(SKILLS[:3])), "render")
+    want = 2 if rng.random() < pairs else 1
+    while True:
+        observation, _ = example(rng, [], split, "rewrite", "render")
+        spec = parse(observation["query"].split("\n")[0].removeprefix("text: "))
+        if len(spec.objects) == want:
+            return observation, plain_rewrite(spec, rng)
 
 
 def _is_full(spec: Spec) -> bool:
@@ -349,6 +393,34 @@ def evaluate(agent, bank: list[Trajectory], n: int, seed: int) -> dict[str, floa
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _stage(agent, name: str, draw, steps: int, optimizer, schedule, config, heldout, log, start: float) -> None:
+    """``steps`` supervised steps on batches of ``draw()``, held-out accuracy logged every ``eval_every``."""
+    agent.model.train()
+    losses: list[float] = []
+    for step in range(1, steps + 1):
+        batch = [draw() for _ in range(config.batch_size)]
+        loss = -torch.cat(agent.score(supervised_turns(agent, batch)).logprobs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.model.parameters(), 1.0)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        losses.append(loss.item())
+        if step % config.eval_every == 0 or step == steps:
+            agent.model.eval()
+            metrics = evaluate(agent, heldout, config.eval_n, seed=1234)
+            agent.model.train()
+            if not any(line.startswith("| stage |") for line in log):
+                header = ["stage", "step", "loss", *metrics, "minutes"]
+                log += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            cells = [name, str(step), f"{np.mean(losses[-50:]):.4f}", *(f"{v:.3f}" for v in metrics.values())]
+            row = "| " + " | ".join(cells + [f"{(time.time() - start) / 60:.1f}"]) + " |"
+            print(row, flush=True)
+            log.append(row)
+    agent.model.eval()
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = PretrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -358,15 +430,17 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     start = time.time()
-    bank = trajectories(config.episodes, "train", seed=config.seed)
     heldout = trajectories(max(64, config.eval_n // 2), "test", seed=config.seed + 100_000)
+    if config.init_from:  # the first stage's weights from an earlier run: only the focus stage runs
+        from ..mllm import MLLMAgent
+
+        agent, bank = MLLMAgent.from_pretrained(config.init_from), []
+    else:
+        bank = trajectories(config.episodes, "train", seed=config.seed)
+        agent = build_toy_policy(config.seed, config.hidden_size, config.num_layers, extra_words=INSTRUCTION_WORDS)
     bank_minutes = (time.time() - start) / 60
-    agent = build_toy_policy(config.seed, config.hidden_size, config.num_layers, extra_words=INSTRUCTION_WORDS)
     agent.user_template = "{query}"
-    agent.model.train()
     params = sum(p.numel() for p in agent.model.parameters())
-    optimizer = torch.optim.AdamW(agent.model.parameters(), lr=config.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.1)
     command = "python -m agents.toy.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
     log = [
         "# Toy policy pretraining (generic skills)",
@@ -378,32 +452,23 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Qwen2VLForConditionalGeneration, {params / 1e6:.3f} M parameters, vocabulary {len(agent.tokenizer)}; "
         f"{len(bank)} train trajectories and {len(heldout)} held-out ones of the toy model "
-        f"({bank_minutes:.1f} min). Held-out accuracy, greedy, {config.eval_n} items per cell.",
+        f"({bank_minutes:.1f} min). Held-out accuracy, greedy, {config.eval_n} items per cell; stage `skills`: "
+        "the four skills; stage `focus`: rewrites in the plain caption form, mostly of pairs (see the module).",
         "",
     ]
-    header = None
-    losses = []
-    for step in range(1, config.steps + 1):
-        batch = [example(rng, bank, "train") for _ in range(config.batch_size)]
-        loss = -torch.cat(agent.score(supervised_turns(agent, batch)).logprobs).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % config.eval_every == 0 or step == config.steps:
-            agent.model.eval()
-            metrics = evaluate(agent, heldout, config.eval_n, seed=1234)
-            agent.model.train()
-            if header is None:
-                header = ["step", "loss", *metrics, "minutes"]
-                log += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            cells = [str(step), f"{np.mean(losses[-50:]):.4f}", *(f"{v:.3f}" for v in metrics.values())]
-            row = "| " + " | ".join(cells + [f"{(time.time() - start) / 60:.1f}"]) + " |"
-            print(row, flush=True)
-            log.append(row)
-    agent.model.eval()
+    if config.init_from:
+        log += [f"Stage `skills` skipped: its weights come from `{config.init_from}`.", ""]
+    else:
+        optimizer = torch.optim.AdamW(agent.model.parameters(), lr=config.lr, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.1)
+        draw = lambda: example(rng, bank, "train")  # noqa: E731
+        _stage(agent, "skills", draw, config.steps, optimizer, schedule, config, heldout, log, start)
+    if config.focus_steps > 0:
+        focus_rng = np.random.default_rng(config.seed + 1)  # the same focus stage with or without --init-from
+        torch.manual_seed(config.seed + 1)
+        optimizer = torch.optim.AdamW(agent.model.parameters(), lr=config.focus_lr, weight_decay=0.0)
+        draw = lambda: focus_example(focus_rng, "train", config.focus_pairs)  # noqa: E731
+        _stage(agent, "focus", draw, config.focus_steps, optimizer, None, config, heldout, log, start)
     agent.user_template = INSTRUCTION
     with atomic_folder(config.out) as folder, quiet_loading():
         agent.save_pretrained(folder)
