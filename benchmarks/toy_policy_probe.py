@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", default="toy", help="comma-separated agents: 'toy' or folders")
     parser.add_argument("--n", type=int, default=150, help="queries per style and object count (parts 1 and 2)")
-    parser.add_argument("--pairs", type=int, default=300, help="two-object queries for part 3")
+    parser.add_argument("--pairs", type=int, default=300, help="two-object queries for part 3 (0: skip it)")
     parser.add_argument("--out", default="benchmarks/results/toy_policy_probe.md")
     args = parser.parse_args()
     start = time.time()
@@ -129,6 +129,10 @@ def main() -> None:
     )
     lines += [""]
 
+    if args.pairs <= 0:  # parts 1 and 2 only
+        lines += [f"Wall time {(time.time() - start) / 60:.1f} min."]
+        report.write(args.out, lines)
+        return
     lines += ["## 3. Which refinement points carry the open-loop gain (scripted, two-object queries)", ""]
     queries = held_out("user", 2, args.pairs, seed=0)
     envs = make_envs("PromptLoop-v0", 25, schedule="uniform")
