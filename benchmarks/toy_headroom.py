@@ -10,15 +10,18 @@ same env seeds, so rows are paired episode by episode. Rows:
 - ``open loop: <rule>``: one text rewrite of the query (:data:`agents.toy.scripted.REWRITES`), the same at
   every point; the best rule is chosen on ``toy-user-train`` queries (another seed range) and marked;
 - ``closed loop: neglect controller``: :class:`agents.toy.scripted.NeglectController`, which reads only the
-  previews (scorer perception) and the query; its one setting (until when it acts) is chosen on train;
+  previews (scorer perception) and the query and restates the object a preview shows missing; its two
+  settings (until when it acts, whether it goes back to the canonical caption once both objects show) are
+  chosen on train;
 - ``oracle: best of the rules``: per episode, the best of the rule set's prompts put in force at the first
   refinement point (step 3) and held: an upper bound for one rewrite from step 3, labelled as such;
 - ``oracle: best of meaning-free variants``: the same over the query with ``""``, ``"."``, ``","``, ``"!"``,
   ``";"``, ``" ..."`` and ``", ,"`` appended: re-rolling the noise, not prompting (the control row).
 
 Per attribute kind, the scorer's accuracy on the final images, and per failure type: the share of two-object
-queries with an object missing (neglect) and with both objects present but the relation wrong, and the share
-of one-object queries with the position wrong.
+queries with an object's colour missing (neglect: one object not drawn; leak: two objects drawn, one in the
+other's colour), with both objects present but the relation wrong, and the share of one-object queries with
+the position wrong.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def run(policy, envs, queries: list[str], seed: int = 0) -> list[Episode]:
 def analyse(episodes: list[Episode]) -> dict:
     """Rewards, per-kind accuracy and failure types of a row (from the final images, graded by the scorer)."""
     hits: dict[str, list[bool]] = {}
-    neglect, relation_wrong, position_wrong = [], [], []
+    neglect, leak, relation_wrong, position_wrong = [], [], [], []
     for e in episodes:
         spec = parse(e.query)
         verdict = score(e.image, spec)
@@ -65,6 +68,7 @@ def analyse(episodes: list[Episode]) -> dict:
         if len(spec.objects) == 2:
             missing = any(o.color not in colors for o in spec.objects)
             neglect.append(missing)
+            leak.append(missing and len(verdict.detections) >= 2)
             if not missing and "relation" in verdict.checks:
                 relation_wrong.append(not verdict.checks["relation"])
         elif "position" in verdict.checks:
@@ -73,6 +77,7 @@ def analyse(episodes: list[Episode]) -> dict:
         "rewards": np.array([e.reward for e in episodes]),
         "kinds": {k: float(np.mean(v)) for k, v in hits.items()},
         "neglect": float(np.mean(neglect)) if neglect else float("nan"),
+        "leak": float(np.mean(leak)) if leak else float("nan"),
         "relation_wrong": float(np.mean(relation_wrong)) if relation_wrong else float("nan"),
         "position_wrong": float(np.mean(position_wrong)) if position_wrong else float("nan"),
     }
@@ -89,7 +94,7 @@ def main() -> None:
         "--rule", default=None, help="skip the choice on train: this open-loop rule (a REWRITES name) is the best"
     )
     parser.add_argument(
-        "--controller", default=None, help="skip the choice on train: 'ACTS_UNTIL,SECOND_FIRST', e.g. '0.2,1'"
+        "--controller", default=None, help="skip the choice on train: 'ACTS_UNTIL,RELEASE', e.g. '0.4,0'"
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -107,17 +112,17 @@ def main() -> None:
             print(f"train  open loop: {name}: {chosen[name]:.4f}", flush=True)
     best_rule = args.rule or max(chosen, key=chosen.get)
     settings = {}
-    for act_until in (0.2, 0.4) if args.controller is None else ():
-        for second_first in (False, True):
-            key = (act_until, second_first)
-            episodes = run(NeglectController(act_until, 4.0, second_first), envs, train, train_seed)
+    for act_until in (0.4, 0.7) if args.controller is None else ():
+        for release in (False, True):
+            key = (act_until, release)
+            episodes = run(NeglectController(act_until, 4.0, release=release), envs, train, train_seed)
             settings[key] = float(np.mean([e.reward for e in episodes]))
             print(f"train  closed loop {key}: {settings[key]:.4f}", flush=True)
     if args.controller is None:
-        act_until, second_first = max(settings, key=settings.get)
+        act_until, release = max(settings, key=settings.get)
     else:
-        until, first = args.controller.split(",")
-        act_until, second_first = float(until), bool(int(first))
+        until, back = args.controller.split(",")
+        act_until, release = float(until), bool(int(back))
     min_mass = 4.0
 
     rows: dict[str, dict] = {}
@@ -131,10 +136,10 @@ def main() -> None:
         if name != "the query":
             label = f"open loop: {name}" + (" (chosen on train)" if name == best_rule else "")
             add(label, run(Rewrite(name), envs, test))
-    origin = "second object named first" if second_first else "canonical"
     add(
-        f"closed loop: neglect controller (from '{origin}', acts until {act_until:.0%} done)",
-        run(NeglectController(act_until, min_mass, second_first), envs, test),
+        f"closed loop: neglect controller (restates a missing object until {act_until:.0%} done"
+        + (", then the canonical caption again)" if release else ")"),
+        run(NeglectController(act_until, min_mass, release=release), envs, test),
     )
     rule_rows = [r["rewards"] for label, r in rows.items() if label == "identity" or label.startswith("open loop")]
     variant_rows = [rows["identity"]["rewards"]]
@@ -164,13 +169,13 @@ def main() -> None:
     kinds_table = [
         [label]
         + [f"{r['kinds'].get(k, float('nan')):.3f}" for k in KINDS]
-        + [f"{r['neglect']:.3f}", f"{r['relation_wrong']:.3f}", f"{r['position_wrong']:.3f}"]
+        + [f"{r['neglect']:.3f}", f"{r['leak']:.3f}", f"{r['relation_wrong']:.3f}", f"{r['position_wrong']:.3f}"]
         for label, r in rows.items()
         if "kinds" in r
     ]
     d_id = rows[closed_label]["rewards"] - identity
     d_open = rows[closed_label]["rewards"] - best_open
-    lines = report.header("Prompt headroom on the toy world (toy world v2)")
+    lines = report.header("Prompt headroom on the toy world (toy world v3)")
     lines += [
         f"`{args.env_id}` at its defaults (T = 20, K = 5 uniform points: steps 3/7/10/13/17, guidance 3.0, reward "
         f"`toy_alignment`); {args.n} held-out `toy-user-test` queries (seed 0), env seeds 0..{args.n - 1}, the "
@@ -178,8 +183,9 @@ def main() -> None:
         f"{train_seed}; given with --rule/--controller when an earlier run made them, whose train means are "
         f"then not repeated here): open-loop rule **{best_rule}** (train means: "
         + (", ".join(f"{k} {v:.3f}" for k, v in chosen.items()) or "from the earlier run")
-        + f"); the controller starts from '{origin}' and acts until progress {act_until}, an object 'present' from "
-        + f"{min_mass:g} px of its colour (train means, (acts until, second object first): "
+        + f"); the controller acts until progress {act_until}"
+        + (" and goes back to the canonical caption once both objects show" if release else "")
+        + f", an object 'present' from {min_mass:g} px of its colour (train means, (acts until, goes back): "
         + (", ".join(f"{k} {v:.3f}" for k, v in settings.items()) or "from the earlier run")
         + "). Paired 95 % CIs (normal approximation over per-episode differences).",
         "",
@@ -188,10 +194,11 @@ def main() -> None:
         "## Per attribute and failure type",
         "",
         "Scorer accuracy per attribute kind on the final images; failure types: `neglect` = two-object queries "
-        "with an object missing, `relation wrong` = both present but the relation wrong, `position wrong` = "
+        "with an object's colour missing (neglected or leaked), `leak` = of those, two objects drawn (one in the "
+        "other's colour), `relation wrong` = both present but the relation wrong, `position wrong` = "
         "one-object queries with the object elsewhere.",
         "",
-        *report.table(["row", *KINDS, "neglect", "relation wrong", "position wrong"], kinds_table),
+        *report.table(["row", *KINDS, "neglect", "leak", "relation wrong", "position wrong"], kinds_table),
         "",
         "## Targets",
         "",

@@ -312,7 +312,7 @@ def test_user_prompt_sets_and_pickling():
 
 def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
     from agents.toy.scripted import REWRITES, NeglectController, Rewrite, objects_seen, swapped
-    from promptloop_env.toy.grammar import describe, user_query
+    from promptloop_env.toy.grammar import describe, restate, user_query
 
     rng = np.random.default_rng(4)
     for _ in range(100):
@@ -331,10 +331,48 @@ def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
     spec = parse(query)
     neglected = render(scene, hidden=(1,))
     assert objects_seen(neglected, spec) == [True, False] and objects_seen(render(scene), spec) == [True, True]
+    leaked = render(scene, leaked=(1,))  # the blue square drawn red: its colour is missing too
+    assert objects_seen(leaked, spec) == [True, False]
+    assert not np.array_equal(leaked, neglected) and (leaked != render(scene)).any()
     controller = NeglectController(act_until=0.5)
     obs = {"query": query, "prompt": query, "preview": neglected, "progress": np.array([0.15], np.float32)}
-    assert controller.act(obs) == [describe(swapped(spec))]  # the missing blue square is named first
-    obs.update(preview=render(scene))
-    assert controller.act(obs) == [describe(spec)]  # both there: the canonical caption, in the model's dialect
+    assert controller.act(obs) == [restate(spec, 1)]  # the missing blue square is named again
+    assert controller.act(dict(obs, preview=leaked)) == [restate(spec, 1)]
+    obs.update(prompt=restate(spec, 1), preview=render(scene))
+    assert controller.act(obs) == [restate(spec, 1)]  # both there: the fix in force is held ...
+    assert NeglectController(0.5, release=True).act(obs) == [describe(spec)]  # ... or released
+    obs.update(prompt=query, preview=render(scene))
+    assert controller.act(obs) == [describe(spec)]  # both there from the start: the model's dialect
     obs.update(preview=neglected, progress=np.array([0.85], np.float32))
     assert controller.act(obs) == [describe(spec)]  # too late to add an object: hold
+    reorder = NeglectController(act_until=0.5, fix="reorder")  # toy world v2's fix
+    assert reorder.act(dict(obs, progress=np.array([0.15], np.float32))) == [describe(swapped(spec))]
+    with pytest.raises(ValueError, match="Unknown fix"):
+        NeglectController(fix="shout")
+    assert restate(spec, 1) == "a red circle above a blue square, a blue square"
+    with pytest.raises(ValueError, match="two-object"):
+        restate(parse("a red circle"), 0)
+
+
+def test_training_data_failures_fall_on_the_object_that_is_not_restated():
+    from collections import Counter
+
+    from promptloop_env.toy.train import draw_failure
+
+    rng = np.random.default_rng(0)
+    pair = Scene((Object("circle", "red", "large"), Object("square", "blue", "large")), "white", relation="above")
+    single = Scene((Object("circle", "red", "large"),), "white", position="left")
+    v3 = dict(neglect=0.35, leak=0.25, failed_object="either", restate=0.3)
+    draws = [draw_failure(rng, pair, **v3) for _ in range(4000)]
+    for restated, hidden, leaked in draws:
+        assert len(hidden) + len(leaked) <= 1
+        if restated >= 0:  # the restated object is always drawn as stated
+            assert restated not in hidden + leaked
+    counts = Counter(failed for _, hidden, leaked in draws for failed in hidden + leaked)
+    assert abs(counts[0] - counts[1]) < 0.1 * len(draws)  # either object fails, about equally often
+    assert 0.55 < (counts[0] + counts[1]) / len(draws) < 0.65  # at neglect + leak, restated or not
+    restated_share = np.mean([r >= 0 for r, _, _ in draws])
+    assert 0.25 < restated_share < 0.35
+    v2 = [draw_failure(rng, pair, neglect=0.5) for _ in range(1000)]  # toy world v2: the second object only
+    assert {h for _, h, lk in v2 if h} == {(1,)} and not any(lk for _, _, lk in v2)
+    assert all(draw_failure(rng, single, **v3) == (-1, (), ()) for _ in range(100))

@@ -8,9 +8,9 @@ progress and the preview), never the final image.
 - :data:`REWRITES`: the documented rule set of text-only rewrites of a query; :class:`Rewrite` holds one at
   every refinement point (the open-loop policy: what it writes does not depend on what it sees).
 - :class:`NeglectController`: writes the query in the model's own dialect (:func:`describe`) and, while the
-  layout can still change, reads the preview with the scorer's colour model (:func:`colour_mass`): when an object
-  of a two-object query is missing, it names that object first (the same scene, relation inverted), the
-  position the toy model draws most reliably.
+  image can still change, reads the preview with the scorer's colour model (:func:`colour_mass`): when an object
+  of a two-object query is missing (or drawn in the other's colour), it names that object again
+  (:func:`~promptloop_env.toy.grammar.restate`; on toy world v2: names it first).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop_env.toy.grammar import COLORS, ParseError, Spec, describe, parse
+from promptloop_env.toy.grammar import COLORS, ParseError, Spec, describe, parse, restate
 from promptloop_env.toy.scorer import MIN_CONTRAST, RESIDUAL_TOLERANCE, detect
 
 from ..mllm import split_observations
@@ -58,6 +58,8 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "the query": lambda q: q,
     "canonical caption": _safe(lambda s, q: describe(s)),
     "canonical, second object named first": _safe(lambda s, q: describe(swapped(s))),
+    "canonical, first object restated": _safe(lambda s, q: restate(s, 0) if len(s.objects) == 2 else describe(s)),
+    "canonical, second object restated": _safe(lambda s, q: restate(s, 1) if len(s.objects) == 2 else describe(s)),
     "canonical, objects restated": _safe(
         lambda s, q: describe(s) + ", " + ", ".join(f"{o.color} {o.shape}" for o in s.objects)
     ),
@@ -114,20 +116,44 @@ def objects_forming(preview: np.ndarray, spec: Spec, min_mass: float = 4.0) -> l
 
 
 class NeglectController:
-    """A closed-loop scripted policy: the model's dialect, plus "name the missing object first".
+    """A closed-loop scripted policy: the model's dialect, plus a fix for the object a preview shows missing.
 
     At every refinement point with ``progress <= act_until`` it reads the preview (:func:`objects_forming`,
     at least ``min_mass`` pixels of each object's colour): for a two-object query where exactly one object is
-    missing, the prompt becomes the canonical caption with the missing object named first; otherwise the
-    prompt in force is kept (at the first point: the canonical caption, or with ``second_first`` the
-    canonical caption with the query's second object named first, the best open-loop rewrite on the toy
-    world). Past ``act_until`` the prompt is held. Queries outside the grammar are passed through unchanged.
+    missing (neglected, or drawn in the other's colour), the prompt becomes the fix for that object:
+
+    - ``fix="restate"`` (toy world v3): the canonical caption naming the missing object again at the end
+      (:func:`~promptloop_env.toy.grammar.restate`), the toy model's way to make an object salient;
+    - ``fix="reorder"`` (toy world v2): the canonical caption with the missing object named first (the
+      relation inverted).
+
+    When both objects show, the prompt in force is kept, or with ``release`` the starting prompt comes back.
+    The starting prompt is the canonical caption (with ``second_first``: the query's second object named
+    first). Past ``act_until`` the prompt is held. Queries outside the grammar are passed through unchanged.
     """
 
-    def __init__(self, act_until: float = 0.5, min_mass: float = 4.0, second_first: bool = False) -> None:
+    FIXES = ("restate", "reorder")
+
+    def __init__(
+        self,
+        act_until: float = 0.5,
+        min_mass: float = 4.0,
+        second_first: bool = False,
+        fix: str = "restate",
+        release: bool = False,
+    ) -> None:
+        if fix not in self.FIXES:
+            raise ValueError(f"Unknown fix {fix!r}; expected one of {', '.join(map(repr, self.FIXES))}.")
         self.act_until = float(act_until)
         self.min_mass = float(min_mass)
         self.second_first = bool(second_first)
+        self.fix = fix
+        self.release = bool(release)
+
+    def _fixed(self, spec: Spec, missing: int) -> str:
+        if self.fix == "restate":
+            return restate(spec, missing)
+        return describe(spec) if missing == 0 else describe(swapped(spec))
 
     def act(self, observations: Any) -> list[str]:
         prompts = []
@@ -137,13 +163,19 @@ class NeglectController:
             except ParseError:
                 prompts.append(o["prompt"])
                 continue
-            canonical, other = describe(spec), describe(swapped(spec))
-            prompt = o["prompt"] if o["prompt"] in (canonical, other) else (other if self.second_first else canonical)
-            if len(spec.objects) == 2 and float(np.ravel(o["progress"])[0]) <= self.act_until:
+            start = describe(swapped(spec)) if self.second_first else describe(spec)
+            if len(spec.objects) != 2:
+                prompts.append(start)
+                continue
+            fixes = [self._fixed(spec, 0), self._fixed(spec, 1)]
+            prompt = o["prompt"] if o["prompt"] in (start, *fixes) else start
+            if float(np.ravel(o["progress"])[0]) <= self.act_until:
                 seen = objects_forming(o["preview"], spec, self.min_mass)
                 if seen == [True, False]:
-                    prompt = other
+                    prompt = fixes[1]
                 elif seen == [False, True]:
-                    prompt = canonical
+                    prompt = fixes[0]
+                elif seen == [True, True] and self.release:
+                    prompt = start
             prompts.append(prompt)
         return prompts

@@ -34,6 +34,7 @@ __all__ = [
     "user_query",
     "parse",
     "random_scene",
+    "restate",
     "sample_queries",
     "spec_of",
     "split_of",
@@ -363,17 +364,26 @@ def _dropped(spec: Spec, rng: np.random.Generator, drop: float) -> Spec:
     return Spec(objects=objects, background=background, position=spec.position, relation=spec.relation)
 
 
-def model_caption(scene: Scene, rng: np.random.Generator, dialect_rate: float = 0.08, drop: float = 0.1) -> str:
+def model_caption(
+    scene: Scene,
+    rng: np.random.Generator,
+    dialect_rate: float = 0.08,
+    drop: float = 0.1,
+    restated: int | None = None,
+) -> str:
     """A training caption of the toy model: its own dialect.
 
     With probability ``1 - dialect_rate`` the canonical caption (:func:`describe`) of the scene with sizes and
     background left out at rate ``drop``; otherwise a random phrasing (:func:`caption`, every word order and
     synonym). The model therefore answers best to captions written like :func:`describe`, and only weakly to
     the synonyms and word orders users write (:func:`user_query`), as text-to-image models answer best to
-    prompts written like their training captions.
+    prompts written like their training captions. ``restated``: the index of the object a two-object caption
+    names again at the end (:func:`restate`; always in the canonical form).
     """
     if not 0.0 <= dialect_rate <= 1.0:
         raise ValueError(f"dialect_rate must be in [0, 1], got {dialect_rate!r}.")
+    if restated is not None:
+        return restate(_dropped(spec_of(scene), rng, drop), restated)
     if rng.random() < dialect_rate:
         return caption(scene, rng, drop=drop)
     return describe(_dropped(spec_of(scene), rng, drop))
@@ -452,6 +462,25 @@ def describe(spec: Spec) -> str:
     if spec.background:
         parts.append(_BACKGROUND_TEMPLATES[0].format(_BACKGROUND_WORDS[spec.background][0]))
     return _join(*parts)
+
+
+def restate(spec: Spec, index: int) -> str:
+    """The canonical caption of a two-object ``spec`` with object ``index`` named again at the end
+    (``"a small red circle to the left of a blue square, a blue square"``): the toy model's way to make an
+    object salient. In its training data the restated object is always drawn as stated and the other object
+    carries the pair's whole risk of neglect or colour leakage, as emphasising one word of a prompt strengthens
+    that object at the others' expense on real models. So restating the object a preview shows missing helps,
+    and restating one blindly does not (see ``docs/toy_world.md``)."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"restate() takes a Spec, got {type(spec).__name__}.")
+    if len(spec.objects) != 2 or index not in (0, 1):
+        raise ValueError(
+            f"restate() names one object of a two-object spec again: index must be 0 or 1 and the spec must have "
+            f"two objects; got index {index!r} for {len(spec.objects)} object(s)."
+        )
+    obj = spec.objects[index]
+    noun = _join(obj.color, obj.shape and _SHAPE_WORDS[obj.shape][0])
+    return f"{describe(spec)}, {'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ y=23 ("above"/"below"), large ones 12 px across so that they never touch. Triang
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -97,14 +99,20 @@ def _draw(draw: ImageDraw.ImageDraw, obj: Object, x: float, y: float, side: floa
 
 
 def render(
-    scene: Scene, size: int = 32, rng: np.random.Generator | None = None, hidden: tuple[int, ...] = ()
+    scene: Scene,
+    size: int = 32,
+    rng: np.random.Generator | None = None,
+    hidden: tuple[int, ...] = (),
+    leaked: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The scene as a uint8 ``[size, size, 3]`` image, anti-aliased (drawn at 4x, box-downsampled).
 
     Deterministic for ``rng=None``; with an rng, each object moves by up to +-2 px and its side changes by up
     to +-1 px (at 32 px; scaled for other sizes), staying inside the image and, for two objects, apart.
     The objects whose indices are in ``hidden`` are laid out but not drawn (the training data's captions
-    that name an object the image does not show: what teaches the toy model to neglect it sometimes).
+    that name an object the image does not show: what teaches the toy model to neglect it sometimes). The
+    objects whose indices are in ``leaked`` are drawn in the *other* object's colour (attribute leakage: the
+    caption says a blue square, the image shows a red one beside the red circle).
     """
     if not isinstance(scene, Scene):
         raise TypeError(f"render() takes a Scene, got {type(scene).__name__}.")
@@ -116,6 +124,8 @@ def render(
     image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(image)
     for i, (obj, (x, y, side)) in enumerate(zip(scene.objects, layout(scene, rng), strict=True)):
+        if i in leaked and len(scene.objects) == 2:
+            obj = dataclasses.replace(obj, color=scene.objects[1 - i].color)
         if i not in hidden:
             _draw(draw, obj, x, y, side, scale)
     return np.asarray(image.resize((size, size), Image.BOX), dtype=np.uint8).copy()

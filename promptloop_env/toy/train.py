@@ -7,9 +7,17 @@ latents of train-split scenes. The data is what gives the world its failures (to
 
 - captions are in the model's own dialect (:func:`~promptloop_env.toy.grammar.model_caption`: the canonical
   caption, a random phrasing only ``--dialect-rate`` of the time), so users' wording is followed less well;
-- in ``--neglect`` of the two-object scenes the image does not show the second-named object (captions that
-  name more than the image shows), so the model neglects the later-named object of a pair in a
-  noise-dependent fraction of its samples.
+- in ``--neglect`` of the two-object scenes the image does not show one of the objects (captions that name
+  more than the image shows), and in ``--leak`` of them it draws one object in the other's colour, so the
+  model neglects an object or leaks a colour in a noise-dependent fraction of its samples. Which object:
+  the second-named one (``--failed-object second``, toy world v2) or either at random (``either``, v3);
+- in ``--restate`` of the two-object scenes the caption names one object again at the end
+  (:func:`~promptloop_env.toy.grammar.restate`); that object is always drawn as stated and the failure, at the
+  same rate, falls on the other one. Restating the object that went missing helps; restating one blindly
+  does not.
+
+``--init-from FOLDER`` continues from a trained toy model (its VAE, text encoder and UNet) instead of starting
+from scratch: toy world v3 is the v2 model trained on for a second stage with the new data.
 
 Every ``--eval-every`` steps the EMA model samples held-out queries in its own dialect and in users' style
 (DDIM, 20 steps, the env's guidance) and the scorer grades them; the checkpoint with the best fraction on its
@@ -35,8 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grammar import model_caption, random_scene, sample_queries, spec_of, split_of
-from .model import TOY_GUIDANCE_SCALE, TOY_MODEL_DIR, build_toy_pipeline
+from .grammar import Scene, model_caption, random_scene, sample_queries, spec_of, split_of
+from .model import TOY_GUIDANCE_SCALE, TOY_MODEL_DIR, build_toy_pipeline, load_toy_pipeline
 from .renderer import render
 from .scorer import accuracy
 
@@ -61,6 +69,11 @@ class TrainConfig:
     caption_drop: float = 0.1
     dialect_rate: float = 0.08
     neglect: float = 0.5
+    leak: float = 0.0
+    failed_object: str = "second"
+    restate: float = 0.0
+    init_from: str = ""
+    share_vae: bool = False
     eval_every: int = 500
     eval_queries: int = 64
     eval_seeds: int = 2
@@ -69,17 +82,54 @@ class TrainConfig:
     unet_channels: str = "64,128"
 
 
-def _images(rng: np.random.Generator, n: int, train_only: bool = False, neglect: float = 0.0):
-    scenes, images = [], []
+def draw_failure(
+    rng: np.random.Generator,
+    scene: Scene,
+    neglect: float = 0.0,
+    leak: float = 0.0,
+    failed_object: str = "second",
+    restate: float = 0.0,
+) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """How a training image of ``scene`` departs from its caption: ``(restated, hidden, leaked)``.
+
+    ``restated``: the object its captions name again (-1: none; with probability ``restate`` for two objects,
+    either one). A two-object render fails with probability ``neglect`` (an object ``hidden``) or ``leak`` (an
+    object drawn in the other's colour, ``leaked``); the failing object is the non-restated one when one is
+    restated, else the second-named one (``failed_object="second"``) or either (``"either"``). One-object
+    scenes never fail."""
+    restated, hidden, leaked = -1, (), ()
+    if len(scene.objects) == 2:
+        if restate > 0 and rng.random() < restate:
+            restated = int(rng.integers(2))
+        u = rng.random()
+        if u < neglect + leak:
+            if restated >= 0:
+                target = 1 - restated
+            elif failed_object == "either":
+                target = int(rng.integers(2))
+            else:
+                target = 1
+            if u < neglect:
+                hidden = (target,)
+            else:
+                leaked = (target,)
+    return restated, hidden, leaked
+
+
+def _images(rng: np.random.Generator, n: int, train_only: bool = False, **failures):
+    """``n`` random scenes, their renders in [-1, 1] and the object each one's captions restate (-1: none),
+    failing as :func:`draw_failure` draws with ``failures``."""
+    scenes, images, restated = [], [], []
     while len(scenes) < n:
         scene = random_scene(rng)
         if train_only and split_of(spec_of(scene)) != "train":
             continue
+        salient, hidden, leaked = draw_failure(rng, scene, **failures)
         scenes.append(scene)
-        hidden = (1,) if len(scene.objects) == 2 and rng.random() < neglect else ()
-        images.append(render(scene, rng=rng, hidden=hidden))
+        restated.append(salient)
+        images.append(render(scene, rng=rng, hidden=hidden, leaked=leaked))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return scenes, pixels
+    return scenes, pixels, restated
 
 
 def _save_atomically(write, out: Path) -> None:
@@ -102,7 +152,7 @@ def train_vae(pipe, cfg: TrainConfig, rng: np.random.Generator, log) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     start = time.perf_counter()
     for step in range(1, cfg.vae_steps + 1):
-        _, x = _images(rng, cfg.vae_batch)
+        _, x, _ = _images(rng, cfg.vae_batch)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         mse = F.mse_loss(recon, x)
@@ -114,7 +164,7 @@ def train_vae(pipe, cfg: TrainConfig, rng: np.random.Generator, log) -> None:
             log(f"vae step {step}: mse {mse.item():.5f} ({(time.perf_counter() - start) / 60:.1f} min)")
     vae.eval()
     with torch.no_grad():
-        _, x = _images(rng, 1024)
+        _, x, _ = _images(rng, 1024)
         std = torch.cat([vae.encode(c).latent_dist.mean for c in x.split(256)]).std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     log(f"vae scaling_factor = {1.0 / std:.4f}")
@@ -141,8 +191,18 @@ def evaluate(pipe, queries: list[str], seeds: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for field, value in asdict(TrainConfig()).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):
+            parser.add_argument(f"--{field.replace('_', '-')}", action="store_true")
+        else:
+            parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     cfg = TrainConfig(**vars(parser.parse_args(argv)))
+    if cfg.failed_object not in ("second", "either"):
+        raise SystemExit(f"--failed-object must be 'second' or 'either'; got {cfg.failed_object!r}")
+    if not (0 <= cfg.neglect and 0 <= cfg.leak and cfg.neglect + cfg.leak <= 1 and 0 <= cfg.restate <= 1):
+        raise SystemExit(
+            "--neglect and --leak must be >= 0 with a sum <= 1, and --restate in [0, 1]; got "
+            f"{cfg.neglect}, {cfg.leak}, {cfg.restate}"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -160,13 +220,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             f"--unet-channels must be comma-separated integers such as 64,128; got {cfg.unet_channels!r}"
         ) from None
-    pipe = build_toy_pipeline(seed=cfg.seed, block_out_channels=channels)
+    if cfg.init_from:
+        pipe = load_toy_pipeline(cfg.init_from, cache=False)  # its own VAE, or the shipped one it shares
+    else:
+        pipe = build_toy_pipeline(seed=cfg.seed, block_out_channels=channels)
     counts = {
         name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")
     }
     log(f"parameters: {counts}")
     out = Path(cfg.out)
-    if cfg.vae_from:
+    if cfg.init_from:
+        log(f"continuing from {cfg.init_from} (its VAE, text encoder and UNet; stage 1 skipped)")
+    elif cfg.vae_from:
         from diffusers import AutoencoderKL
 
         pipe.vae = AutoencoderKL.from_pretrained(cfg.vae_from, use_safetensors=True, local_files_only=True).eval()
@@ -181,7 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     # Latent pool of train-split scenes (renders with jitter), encoded once.
-    scenes, pixels = _images(rng, cfg.pool, train_only=True, neglect=cfg.neglect)
+    scenes, pixels, restated = _images(
+        rng,
+        cfg.pool,
+        train_only=True,
+        neglect=cfg.neglect,
+        leak=cfg.leak,
+        failed_object=cfg.failed_object,
+        restate=cfg.restate,
+    )
     with torch.no_grad():
         pool = (
             torch.cat([pipe.vae.encode(c).latent_dist.mean for c in pixels.split(512)]) * pipe.vae.config.scaling_factor
@@ -215,7 +288,13 @@ def main(argv: list[str] | None = None) -> None:
         texts = [
             ""
             if rng.random() < cfg.cfg_dropout
-            else model_caption(scenes[i], rng, dialect_rate=cfg.dialect_rate, drop=cfg.caption_drop)
+            else model_caption(
+                scenes[i],
+                rng,
+                dialect_rate=cfg.dialect_rate,
+                drop=cfg.caption_drop,
+                restated=None if restated[i] < 0 else restated[i],
+            )
             for i in idx
         ]
         ids = tokenizer(
@@ -260,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
 
                 def write(folder: Path, step: int = step) -> None:
                     pipe.save_pretrained(folder, safe_serialization=True)
+                    if cfg.share_vae:  # shipped without its copy of the main model's VAE (toy-b)
+                        shutil.rmtree(folder / "vae")
                     config = asdict(cfg) | {"chosen_step": step}
                     (folder / "training_config.json").write_text(json.dumps(config, indent=1))
 
@@ -282,8 +363,11 @@ def main(argv: list[str] | None = None) -> None:
         f"Date: {datetime.date.today().isoformat()}  ",
         f"Command: `python -m promptloop_env.toy.train --seed {cfg.seed} --vae-steps {cfg.vae_steps} "
         f"--unet-steps {cfg.unet_steps} --unet-channels {cfg.unet_channels} --pool {cfg.pool} "
-        f"--neglect {cfg.neglect} --dialect-rate {cfg.dialect_rate}"
+        f"--neglect {cfg.neglect} --leak {cfg.leak} --failed-object {cfg.failed_object} --restate {cfg.restate} "
+        f"--dialect-rate {cfg.dialect_rate} --lr {cfg.lr} --eval-every {cfg.eval_every}"
         + (f" --vae-from {cfg.vae_from}" if cfg.vae_from else "")
+        + (f" --init-from {cfg.init_from}" if cfg.init_from else "")
+        + (" --share-vae" if cfg.share_vae else "")
         + "`  ",
         f"Parameters: UNet {counts['unet']:,}, VAE {counts['vae']:,}, text encoder {counts['text_encoder']:,}.  ",
         f"Wall time: VAE {vae_minutes:.1f} min, UNet + text encoder {unet_minutes:.1f} min "
