@@ -350,6 +350,9 @@ def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
     with pytest.raises(ValueError, match="Unknown fix"):
         NeglectController(fix="shout")
     assert restate(spec, 1) == "a red circle above a blue square, a blue square"
+    assert parse(restate(spec, 0)) == parse(restate(spec, 1)) == spec  # the same scene, one object named again
+    with pytest.raises(ParseError, match="3 objects"):
+        parse("a red circle above a blue square, a green square")  # a third object, not a restatement
     with pytest.raises(ValueError, match="two-object"):
         restate(parse("a red circle"), 0)
 

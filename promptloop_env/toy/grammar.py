@@ -528,8 +528,18 @@ def _error(text: str, problem: str) -> ParseError:
     )
 
 
+def _restates(obj: dict[str, str | None], objects: list[dict[str, str | None]]) -> bool:
+    """Whether a third mention names one of the first two objects again: its colour and shape, no other size."""
+    return obj["color"] is not None and any(
+        o["color"] == obj["color"] and o["shape"] == obj["shape"] and obj["size"] in (None, o["size"]) for o in objects
+    )
+
+
 def parse(caption: str) -> Spec:
     """The :class:`Spec` a caption states (case and punctuation are ignored, synonyms canonicalised).
+
+    A third object with the colour and shape of one of the first two (and no other size) names that object
+    again (:func:`restate`) and adds nothing: ``parse(restate(spec, i)) == spec``.
 
     Raises:
         ParseError: naming the unknown words, or the structural problem (no object, more than two objects,
@@ -595,6 +605,8 @@ def parse(caption: str) -> Spec:
         raise _error(caption, f"{' '.join(str(v) for v in pending.values())!r} is not followed by a shape")
     if not objects:
         raise _error(caption, "no object (a colour and a shape such as 'red circle')")
+    if len(objects) == 3 and _restates(objects[2], objects[:2]) and all(n <= 2 for _, n in separators):
+        objects.pop()  # a restated object ("..., a blue square", see restate()) is the same object again
     if len(objects) > 2:
         raise _error(caption, f"{len(objects)} objects; the grammar has one or two")
     if len(backgrounds) > 1:
