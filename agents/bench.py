@@ -289,20 +289,6 @@ def _eval_agent(
     return rows
 
 
-#: The scripted reference rows of the ablation on the toy world (the choices made on train queries in
-#: ``benchmarks/results/toy_headroom.md``): the best open-loop rewrite and the closed-loop neglect controller.
-SCRIPTED_REFERENCES = {
-    "scripted open loop: canonical, second object named first": ("rewrite", "canonical, second object named first"),
-    "scripted closed loop: neglect controller": ("controller", dict(act_until=0.2, second_first=True)),
-}
-
-
-def _scripted(kind: str, setting: Any) -> Any:
-    from .toy.scripted import NeglectController, Rewrite
-
-    return Rewrite(setting) if kind == "rewrite" else NeglectController(**setting)
-
-
 def _ablation_runs(args: argparse.Namespace, K: int) -> list[tuple[str, str, dict[str, Any], str]]:
     """``(label, run name, training overrides, eval env)`` of each trained row."""
     seeds = _int_list(args.train_seeds, "--train-seeds")
@@ -355,8 +341,10 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
             rows.append(result_row(result, identity, label=label, mode=mode, train_minutes=minutes))
 
     if args.scripted and (args.env_id == "PromptLoop-v0" or args.env_id.startswith("PromptLoop-Toy")):
-        for label, (kind, setting) in SCRIPTED_REFERENCES.items():
-            add(_scripted(kind, setting), "full", label, float("nan"), ["-"])
+        from .toy.scripted import scripted_references
+
+        for label, policy in scripted_references().items():
+            add(policy, "full", label, float("nan"), ["-"])
     add(load_agent(args.base_agent), "full", f"untrained policy (K = {K})", float("nan"), modes)
     notes = []
     for label, name, overrides, env_key in _ablation_runs(args, K):

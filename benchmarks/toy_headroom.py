@@ -10,9 +10,9 @@ same env seeds, so rows are paired episode by episode. Rows:
 - ``open loop: <rule>``: one text rewrite of the query (:data:`agents.toy.scripted.REWRITES`), the same at
   every point; the best rule is chosen on ``toy-user-train`` queries (another seed range) and marked;
 - ``closed loop: neglect controller``: :class:`agents.toy.scripted.NeglectController`, which reads only the
-  previews (scorer perception) and the query and restates the object a preview shows missing; its two
-  settings (until when it acts, whether it goes back to the canonical caption once both objects show) are
-  chosen on train;
+  previews (scorer perception) and the query and re-prompts the object a preview shows missing; its settings
+  (the fix: name that object first or restate it; until when it acts; whether it starts from the canonical
+  caption or from the query's second object named first) are chosen on train;
 - ``oracle: best of the rules``: per episode, the best of the rule set's prompts put in force at the first
   refinement point (step 3) and held: an upper bound for one rewrite from step 3, labelled as such;
 - ``oracle: best of meaning-free variants``: the same over the query with ``""``, ``"."``, ``","``, ``"!"``,
@@ -94,7 +94,9 @@ def main() -> None:
         "--rule", default=None, help="skip the choice on train: this open-loop rule (a REWRITES name) is the best"
     )
     parser.add_argument(
-        "--controller", default=None, help="skip the choice on train: 'ACTS_UNTIL,RELEASE', e.g. '0.4,0'"
+        "--controller",
+        default=None,
+        help="skip the choice on train: 'FIX,ACTS_UNTIL,SECOND_FIRST', e.g. 'reorder,0.2,1'",
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,17 +114,17 @@ def main() -> None:
             print(f"train  open loop: {name}: {chosen[name]:.4f}", flush=True)
     best_rule = args.rule or max(chosen, key=chosen.get)
     settings = {}
-    for act_until in (0.4, 0.7) if args.controller is None else ():
-        for release in (False, True):
-            key = (act_until, release)
-            episodes = run(NeglectController(act_until, 4.0, release=release), envs, train, train_seed)
-            settings[key] = float(np.mean([e.reward for e in episodes]))
-            print(f"train  closed loop {key}: {settings[key]:.4f}", flush=True)
+    grid = [(f, a, s) for f in NeglectController.FIXES for a in (0.2, 0.4) for s in (False, True)]
+    for key in grid if args.controller is None else ():
+        fix, act_until, second_first = key
+        controller = NeglectController(act_until, 4.0, second_first, fix=fix)
+        settings[key] = float(np.mean([e.reward for e in run(controller, envs, train, train_seed)]))
+        print(f"train  closed loop {key}: {settings[key]:.4f}", flush=True)
     if args.controller is None:
-        act_until, release = max(settings, key=settings.get)
+        fix, act_until, second_first = max(settings, key=settings.get)
     else:
-        until, back = args.controller.split(",")
-        act_until, release = float(until), bool(int(back))
+        fix, until, first = args.controller.split(",")
+        act_until, second_first = float(until), bool(int(first))
     min_mass = 4.0
 
     rows: dict[str, dict] = {}
@@ -137,9 +139,11 @@ def main() -> None:
             label = f"open loop: {name}" + (" (chosen on train)" if name == best_rule else "")
             add(label, run(Rewrite(name), envs, test))
     add(
-        f"closed loop: neglect controller (restates a missing object until {act_until:.0%} done"
-        + (", then the canonical caption again)" if release else ")"),
-        run(NeglectController(act_until, min_mass, release=release), envs, test),
+        "closed loop: neglect controller ("
+        + ("names a missing object first" if fix == "reorder" else "restates a missing object")
+        + f" until {act_until:.0%} done, from "
+        + ("the second object named first)" if second_first else "the canonical caption)"),
+        run(NeglectController(act_until, min_mass, second_first, fix=fix), envs, test),
     )
     rule_rows = [r["rewards"] for label, r in rows.items() if label == "identity" or label.startswith("open loop")]
     variant_rows = [rows["identity"]["rewards"]]
@@ -175,7 +179,7 @@ def main() -> None:
     ]
     d_id = rows[closed_label]["rewards"] - identity
     d_open = rows[closed_label]["rewards"] - best_open
-    lines = report.header("Prompt headroom on the toy world (toy world v3)")
+    lines = report.header("Prompt headroom on the toy world")
     lines += [
         f"`{args.env_id}` at its defaults (T = 20, K = 5 uniform points: steps 3/7/10/13/17, guidance 3.0, reward "
         f"`toy_alignment`); {args.n} held-out `toy-user-test` queries (seed 0), env seeds 0..{args.n - 1}, the "
@@ -183,9 +187,10 @@ def main() -> None:
         f"{train_seed}; given with --rule/--controller when an earlier run made them, whose train means are "
         f"then not repeated here): open-loop rule **{best_rule}** (train means: "
         + (", ".join(f"{k} {v:.3f}" for k, v in chosen.items()) or "from the earlier run")
-        + f"); the controller acts until progress {act_until}"
-        + (" and goes back to the canonical caption once both objects show" if release else "")
-        + f", an object 'present' from {min_mass:g} px of its colour (train means, (acts until, goes back): "
+        + f"); the controller's fix **{fix}**, acting until progress {act_until}, starting from "
+        + ("the second object named first" if second_first else "the canonical caption")
+        + f", an object 'present' from {min_mass:g} px of its colour (train means, (fix, acts until, second "
+        + "object first): "
         + (", ".join(f"{k} {v:.3f}" for k, v in settings.items()) or "from the earlier run")
         + "). Paired 95 % CIs (normal approximation over per-episode differences).",
         "",

@@ -20,7 +20,7 @@ from pathlib import Path
 from agents.baselines import Identity
 from agents.cli import quiet_libraries
 from agents.evaluate import eval_queries, evaluate, markdown_table, paired_interval
-from agents.toy.scripted import NeglectController, Rewrite
+from agents.toy.scripted import scripted_references
 from agents.train import TrainConfig, load_agent, make_envs, train
 
 
@@ -51,12 +51,7 @@ def main() -> None:
     untrained, agent = load_agent("toy"), load_agent(str(result["agent"]))
     rows = {
         "identity (the query at every refinement)": evaluate(Identity(), envs, queries, seed=0),
-        "scripted open loop: canonical, second object first": evaluate(
-            Rewrite("canonical, second object named first"), envs, queries, seed=0
-        ),
-        "scripted closed loop: neglect controller": evaluate(
-            NeglectController(0.2, second_first=True), envs, queries, seed=0
-        ),
+        **{label: evaluate(policy, envs, queries, seed=0) for label, policy in scripted_references().items()},
         "toy policy, untrained (pretrained skills only), sampled": evaluate(untrained, envs, queries, seed=0),
         "toy policy after GRPO, sampled": evaluate(agent, envs, queries, seed=0),
         "toy policy after GRPO, greedy": evaluate(agent, envs, queries, seed=0, greedy=True),

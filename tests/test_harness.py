@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from agents.bench import SCRIPTED_REFERENCES, paired_delta, schedules_for, tb_scalars
+from agents.bench import paired_delta, schedules_for, tb_scalars
 from agents.cli import main
 from agents.diagnostics import (
     agent_text_embedder,
@@ -22,6 +22,7 @@ from agents.diagnostics import (
 )
 from agents.evaluate import EvalResult
 from agents.rollout import Episode
+from agents.toy.scripted import scripted_references
 from agents.train import ConfigError, TrainConfig, load_agent, train
 from promptloop_env.rewards import make_reward
 
@@ -145,7 +146,7 @@ def test_bench_ablation_and_unseen_backbone(tmp_path):
     rows, text = _check_outputs(out, "ablation", 1 + 2 + 2 * 7)
     labels = [r["label"] for r in rows]
     assert labels[0] == "base model (identity)" and rows[0]["mode"] == "-"
-    assert labels[1:3] == list(SCRIPTED_REFERENCES) and [r["mode"] for r in rows[1:3]] == ["-", "-"]
+    assert labels[1:3] == list(scripted_references()) and [r["mode"] for r in rows[1:3]] == ["-", "-"]
     assert labels[3:5] == ["untrained policy (K = 2)"] * 2 and [r["mode"] for r in rows[3:5]] == ["sampled", "greedy"]
     rl = (
         "RL one-shot rewrite (K = 1 at step 0)",

@@ -379,3 +379,28 @@ def test_training_data_failures_fall_on_the_object_that_is_not_restated():
     v2 = [draw_failure(rng, pair, neglect=0.5) for _ in range(1000)]  # toy world v2: the second object only
     assert {h for _, h, lk in v2 if h} == {(1,)} and not any(lk for _, _, lk in v2)
     assert all(draw_failure(rng, single, **v3) == (-1, (), ()) for _ in range(100))
+
+
+def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path):
+    import json
+
+    from promptloop_env.toy.model import TOY_MODEL_B_DIR, load_toy_pipeline
+    from promptloop_env.toy.train import main
+
+    out, log = tmp_path / "b", tmp_path / "log.md"
+    tiny = ["--pool", "64", "--batch", "8", "--unet-steps", "2", "--warmup", "1", "--eval-every", "2"]
+    tiny += ["--eval-queries", "2", "--eval-seeds", "1", "--threads", "1", "--log", str(log)]
+    v3 = ["--neglect", "0.35", "--leak", "0.25", "--failed-object", "either", "--restate", "0.3"]
+    main([*tiny, *v3, "--init-from", str(TOY_MODEL_B_DIR), "--share-vae", "--out", str(out)])
+    assert not (out / "vae").exists()  # toy-b shares the main model's VAE
+    assert sorted(p.name for p in out.rglob("*.safetensors")) == [
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+    ]
+    assert json.loads((out / "training_config.json").read_text())["chosen_step"] == 2
+    assert "--init-from" in log.read_text() and "--unet-channels" not in log.read_text()
+    assert list(load_toy_pipeline(out, cache=False).unet.config.block_out_channels) == [32, 64]
+    with pytest.raises(SystemExit, match="--failed-object"):
+        main([*tiny, "--failed-object", "first", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="sum <= 1"):
+        main([*tiny, "--neglect", "0.7", "--leak", "0.5", "--out", str(tmp_path / "c")])

@@ -26,7 +26,18 @@ from promptloop_env.toy.scorer import MIN_CONTRAST, RESIDUAL_TOLERANCE, detect
 
 from ..mllm import split_observations
 
-__all__ = ["REWRITES", "NeglectController", "Rewrite", "colour_mass", "objects_forming", "objects_seen", "swapped"]
+__all__ = [
+    "REFERENCE_CONTROLLER",
+    "REFERENCE_RULE",
+    "REWRITES",
+    "NeglectController",
+    "Rewrite",
+    "colour_mass",
+    "objects_forming",
+    "objects_seen",
+    "scripted_references",
+    "swapped",
+]
 
 #: The inverse of each relation: "A left of B" is "B right of A".
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", None: None}
@@ -179,3 +190,19 @@ class NeglectController:
                     prompt = start
             prompts.append(prompt)
         return prompts
+
+
+#: The open-loop rule and the closed-loop setting ``benchmarks/toy_headroom.py`` chose on train queries for the
+#: shipped toy model (``benchmarks/results/toy_headroom.md``): the references beside learned policies.
+REFERENCE_RULE = "canonical, second object named first"
+REFERENCE_CONTROLLER: dict[str, Any] = dict(act_until=0.2, second_first=True, fix="reorder")
+
+
+def scripted_references() -> dict[str, Rewrite | NeglectController]:
+    """The toy world's scripted reference policies by row label: the best open-loop rewrite and the
+    closed-loop controller, as chosen on train queries for the shipped model (:data:`REFERENCE_RULE`,
+    :data:`REFERENCE_CONTROLLER`). Used by ``promptloop bench ablation --scripted`` and the demo."""
+    return {
+        f"scripted open loop: {REFERENCE_RULE}": Rewrite(REFERENCE_RULE),
+        "scripted closed loop: neglect controller": NeglectController(**REFERENCE_CONTROLLER),
+    }

@@ -361,8 +361,9 @@ def main(argv: list[str] | None = None) -> None:
         "# Toy model training",
         "",
         f"Date: {datetime.date.today().isoformat()}  ",
-        f"Command: `python -m promptloop_env.toy.train --seed {cfg.seed} --vae-steps {cfg.vae_steps} "
-        f"--unet-steps {cfg.unet_steps} --unet-channels {cfg.unet_channels} --pool {cfg.pool} "
+        f"Command: `python -m promptloop_env.toy.train --seed {cfg.seed} "
+        + ("" if cfg.init_from else f"--vae-steps {cfg.vae_steps} --unet-channels {cfg.unet_channels} ")
+        + f"--unet-steps {cfg.unet_steps} --pool {cfg.pool} "
         f"--neglect {cfg.neglect} --leak {cfg.leak} --failed-object {cfg.failed_object} --restate {cfg.restate} "
         f"--dialect-rate {cfg.dialect_rate} --lr {cfg.lr} --eval-every {cfg.eval_every}"
         + (f" --vae-from {cfg.vae_from}" if cfg.vae_from else "")
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> None:
         + (" --share-vae" if cfg.share_vae else "")
         + "`  ",
         f"Parameters: UNet {counts['unet']:,}, VAE {counts['vae']:,}, text encoder {counts['text_encoder']:,}.  ",
-        f"Wall time: VAE {vae_minutes:.1f} min, UNet + text encoder {unet_minutes:.1f} min "
+        "Wall time: "
+        + ("" if cfg.init_from else f"VAE {vae_minutes:.1f} min, ")
+        + f"UNet + text encoder {unet_minutes:.1f} min "
         f"({cfg.unet_steps * cfg.batch / (unet_minutes * 60):.0f} images/s at batch {cfg.batch}), "
         f"{torch.get_num_threads()} CPU threads.  ",
         f"Evaluation (EMA weights): {cfg.eval_queries} held-out queries in the model's dialect (the columns) and "
