@@ -71,7 +71,7 @@ def main() -> None:
         f"The trained agent (sampled) {verdict}: {paired(trained, identity)} (paired 95 % CI), from "
         f"{paired(untrained_row, identity)} before training; the scripted closed-loop controller gains "
         f"{paired(closed, identity)}, the room a policy has on this world (benchmarks/results/toy_headroom.md; "
-        "the ablation: benchmarks/results/harness/ablation/ablation.md)."
+        "the ablation of the shipped policy: benchmarks/results/harness/ablation_focus/ablation.md)."
     )
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
