@@ -334,18 +334,17 @@ def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
     leaked = render(scene, leaked=(1,))  # the blue square drawn red: its colour is missing too
     assert objects_seen(leaked, spec) == [True, False]
     assert not np.array_equal(leaked, neglected) and (leaked != render(scene)).any()
-    controller = NeglectController(act_until=0.5)
+    controller = NeglectController(act_until=0.5, fix="restate")  # the toy world v3 attempt's fix
     obs = {"query": query, "prompt": query, "preview": neglected, "progress": np.array([0.15], np.float32)}
     assert controller.act(obs) == [restate(spec, 1)]  # the missing blue square is named again
     assert controller.act(dict(obs, preview=leaked)) == [restate(spec, 1)]
     obs.update(prompt=restate(spec, 1), preview=render(scene))
-    assert controller.act(obs) == [restate(spec, 1)]  # both there: the fix in force is held ...
-    assert NeglectController(0.5, release=True).act(obs) == [describe(spec)]  # ... or released
+    assert controller.act(obs) == [restate(spec, 1)]  # both there: the fix in force is held
     obs.update(prompt=query, preview=render(scene))
     assert controller.act(obs) == [describe(spec)]  # both there from the start: the model's dialect
     obs.update(preview=neglected, progress=np.array([0.85], np.float32))
     assert controller.act(obs) == [describe(spec)]  # too late to add an object: hold
-    reorder = NeglectController(act_until=0.5, fix="reorder")  # toy world v2's fix
+    reorder = NeglectController(act_until=0.5)  # the shipped toy world's fix: name the missing object first
     assert reorder.act(dict(obs, progress=np.array([0.15], np.float32))) == [describe(swapped(spec))]
     with pytest.raises(ValueError, match="Unknown fix"):
         NeglectController(fix="shout")

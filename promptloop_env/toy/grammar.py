@@ -469,8 +469,8 @@ def restate(spec: Spec, index: int) -> str:
     (``"a small red circle to the left of a blue square, a blue square"``): the toy model's way to make an
     object salient. In its training data the restated object is always drawn as stated and the other object
     carries the pair's whole risk of neglect or colour leakage, as emphasising one word of a prompt strengthens
-    that object at the others' expense on real models. So restating the object a preview shows missing helps,
-    and restating one blindly does not (see ``docs/toy_world.md``)."""
+    that object at the others' expense on real models. The toy world v3 attempt trained a model on such captions;
+    it learned only part of that lever (``benchmarks/results/toy_world_v3.md``)."""
     if not isinstance(spec, Spec):
         raise TypeError(f"restate() takes a Spec, got {type(spec).__name__}.")
     if len(spec.objects) != 2 or index not in (0, 1):

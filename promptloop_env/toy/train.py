@@ -13,11 +13,12 @@ latents of train-split scenes. The data is what gives the world its failures (to
   the second-named one (``--failed-object second``, toy world v2) or either at random (``either``, v3);
 - in ``--restate`` of the two-object scenes the caption names one object again at the end
   (:func:`~promptloop_env.toy.grammar.restate`); that object is always drawn as stated and the failure, at the
-  same rate, falls on the other one. Restating the object that went missing helps; restating one blindly
-  does not.
+  same rate, falls on the other one (meant to make restating a missing object help and restating one
+  blindly not; the toy world v3 attempt measured how much a model learns of it:
+  ``benchmarks/results/toy_world_v3.md``).
 
 ``--init-from FOLDER`` continues from a trained toy model (its VAE, text encoder and UNet) instead of starting
-from scratch: toy world v3 is the v2 model trained on for a second stage with the new data.
+from scratch (the toy world v3 attempt was the v2 model trained on for a second stage with the new data).
 
 Every ``--eval-every`` steps the EMA model samples held-out queries in its own dialect and in users' style
 (DDIM, 20 steps, the env's guidance) and the scorer grades them; the checkpoint with the best fraction on its
