@@ -251,6 +251,8 @@ def _train_settings(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
         queries_per_update=args.queries_per_update,
         group_size=args.group_size,
         updates=args.updates,
+        lr=args.lr,
+        kl_coef=args.kl_coef,
         seed=args.seed,
         checkpoint_every=max(args.updates, 1),
         log_images_every=0,
@@ -372,7 +374,9 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         f"Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, T = {T}, "
         f"K = {K} uniform refinement points (the one-shot row: K = 1 at step 0, no preview), the env's reward. "
         f"Training: {args.updates} updates of {args.queries_per_update} queries x G = {args.group_size} "
-        f"(GRPO unless named PPO), random refinement points, from `{args.base_agent}`. 'delta' is the paired "
+        f"(GRPO unless named PPO), learning rate {args.lr:g}, KL coefficient "
+        f"{'the algorithm default' if args.kl_coef is None else f'{args.kl_coef:g}'}, random refinement points, "
+        f"from `{args.base_agent}`. 'delta' is the paired "
         "difference to the base model on the same episodes.",
         "",
         markdown_rows(
@@ -790,6 +794,10 @@ def _training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates", type=int, default=30, help="GRPO updates per training run")
     parser.add_argument("--queries-per-update", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=4, help="GRPO's G")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="learning rate of the LoRA adapter")
+    parser.add_argument(
+        "--kl-coef", type=float, default=None, help="KL penalty coefficient (default: the algorithm's own)"
+    )
     parser.add_argument("--train-queries", default="toy-user-train")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same settings in WORK")
 

@@ -11,7 +11,7 @@ same env seeds, so rows are paired episode by episode. Rows:
   every point; the best rule is chosen on ``toy-user-train`` queries (another seed range) and marked;
 - ``closed loop: neglect controller``: :class:`agents.toy.scripted.NeglectController`, which reads only the
   previews (scorer perception) and the query and re-prompts the object a preview shows missing; its settings
-  (the fix: name that object first or restate it; until when it acts; whether it starts from the canonical
+  (the fix: name that object first, restate it or emphasise it; until when it acts; whether it starts from the canonical
   caption or from the query's second object named first) are chosen on train;
 - ``oracle: best of the rules``: per episode, the best of the rule set's prompts put in force at the first
   refinement point (step 3) and held: an upper bound for one rewrite from step 3, labelled as such;
@@ -140,7 +140,9 @@ def main() -> None:
             add(label, run(Rewrite(name), envs, test))
     add(
         "closed loop: neglect controller ("
-        + ("names a missing object first" if fix == "reorder" else "restates a missing object")
+        + {"reorder": "names a missing object first", "restate": "restates a missing object"}.get(
+            fix, "emphasises a missing object"
+        )
         + f" until {act_until:.0%} done, from "
         + ("the second object named first)" if second_first else "the canonical caption)"),
         run(NeglectController(act_until, min_mass, second_first, fix=fix), envs, test),

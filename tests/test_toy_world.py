@@ -266,6 +266,12 @@ def test_model_captions_are_mostly_the_canonical_dialect():
     assert 850 <= canonical <= 950  # ~90 % canonical (a random phrasing can coincide with it)
     with pytest.raises(ValueError, match="dialect_rate"):
         model_caption(scene, rng, dialect_rate=1.5)
+    pair = random_scene(rng, 2)
+    for form, marker in (("restate", ", a"), ("emphasis", "")):
+        text = model_caption(pair, rng, drop=0.0, restated=1, salient_form=form)
+        assert parse(text) == spec_of(pair) and marker in text
+    color = pair.objects[1].color
+    assert f"{color} {color}" in model_caption(pair, rng, restated=1, salient_form="emphasis")
 
 
 def test_user_queries_are_parsed_and_unlike_the_captions():
@@ -312,7 +318,7 @@ def test_user_prompt_sets_and_pickling():
 
 def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
     from agents.toy.scripted import REWRITES, NeglectController, Rewrite, objects_seen, swapped
-    from promptloop_env.toy.grammar import describe, restate, user_query
+    from promptloop_env.toy.grammar import describe, emphasise, restate, user_query
 
     rng = np.random.default_rng(4)
     for _ in range(100):
@@ -354,6 +360,16 @@ def test_scripted_rewrites_and_the_neglect_controller_read_what_they_should():
         parse("a red circle above a blue square, a green square")  # a third object, not a restatement
     with pytest.raises(ValueError, match="two-object"):
         restate(parse("a red circle"), 0)
+    emphasis = NeglectController(act_until=0.5, fix="emphasise")
+    assert emphasis.act(dict(obs, progress=np.array([0.15], np.float32))) == [emphasise(spec, 1)]
+    assert emphasise(spec, 1) == "a red circle above a blue blue square"  # the colour word doubled in place
+    assert emphasise(parse("an orange circle left of a small red square"), 0).startswith("an orange orange circle")
+    assert parse(emphasise(spec, 0)) == parse(emphasise(spec, 1)) == spec
+    assert REWRITES["canonical, second object emphasised"](query) == emphasise(spec, 1)
+    with pytest.raises(ParseError, match="two colors"):
+        parse("a red blue circle")  # two different colours are not an emphasis
+    with pytest.raises(ValueError, match="two-object"):
+        emphasise(parse("a red circle"), 0)
 
 
 def test_training_data_failures_fall_on_the_object_that_is_not_restated():
@@ -389,8 +405,9 @@ def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path)
     out, log = tmp_path / "b", tmp_path / "log.md"
     tiny = ["--pool", "64", "--batch", "8", "--unet-steps", "2", "--warmup", "1", "--eval-every", "2"]
     tiny += ["--eval-queries", "2", "--eval-seeds", "1", "--threads", "1", "--log", str(log)]
-    v3 = ["--neglect", "0.35", "--leak", "0.25", "--failed-object", "either", "--restate", "0.3"]
-    main([*tiny, *v3, "--init-from", str(TOY_MODEL_B_DIR), "--share-vae", "--out", str(out)])
+    v4 = ["--neglect", "0.35", "--leak", "0.25", "--failed-object", "either", "--restate", "0.3"]
+    v4 += ["--salient-form", "emphasis"]
+    main([*tiny, *v4, "--init-from", str(TOY_MODEL_B_DIR), "--share-vae", "--out", str(out)])
     assert not (out / "vae").exists()  # toy-b shares the main model's VAE
     assert sorted(p.name for p in out.rglob("*.safetensors")) == [
         "diffusion_pytorch_model.safetensors",
@@ -398,8 +415,11 @@ def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path)
     ]
     assert json.loads((out / "training_config.json").read_text())["chosen_step"] == 2
     assert "--init-from" in log.read_text() and "--unet-channels" not in log.read_text()
+    assert "--salient-form emphasis" in log.read_text()
     assert list(load_toy_pipeline(out, cache=False).unet.config.block_out_channels) == [32, 64]
     with pytest.raises(SystemExit, match="--failed-object"):
         main([*tiny, "--failed-object", "first", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="--salient-form"):
+        main([*tiny, "--salient-form", "shout", "--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="sum <= 1"):
         main([*tiny, "--neglect", "0.7", "--leak", "0.5", "--out", str(tmp_path / "c")])

@@ -11,7 +11,8 @@ progress and the preview), never the final image.
   image can still change, reads the preview with the scorer's colour model (:func:`colour_mass`): when an object
   of a two-object query is missing (or drawn in the other's colour), it names that object first, the position
   the shipped toy model draws most reliably (or, ``fix="restate"``, names it again:
-  :func:`~promptloop_env.toy.grammar.restate`).
+  :func:`~promptloop_env.toy.grammar.restate`; ``fix="emphasise"``, doubles its colour word:
+  :func:`~promptloop_env.toy.grammar.emphasise`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop_env.toy.grammar import COLORS, ParseError, Spec, describe, parse, restate
+from promptloop_env.toy.grammar import COLORS, ParseError, Spec, describe, emphasise, parse, restate
 from promptloop_env.toy.scorer import MIN_CONTRAST, RESIDUAL_TOLERANCE, detect
 
 from ..mllm import split_observations
@@ -72,6 +73,8 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "canonical, second object named first": _safe(lambda s, q: describe(swapped(s))),
     "canonical, first object restated": _safe(lambda s, q: restate(s, 0) if len(s.objects) == 2 else describe(s)),
     "canonical, second object restated": _safe(lambda s, q: restate(s, 1) if len(s.objects) == 2 else describe(s)),
+    "canonical, first object emphasised": _safe(lambda s, q: emphasise(s, 0) if len(s.objects) == 2 else describe(s)),
+    "canonical, second object emphasised": _safe(lambda s, q: emphasise(s, 1) if len(s.objects) == 2 else describe(s)),
     "canonical, objects restated": _safe(
         lambda s, q: describe(s) + ", " + ", ".join(f"{o.color} {o.shape}" for o in s.objects)
     ),
@@ -137,14 +140,16 @@ class NeglectController:
     - ``fix="reorder"`` (the shipped toy world, v2): the canonical caption with the missing object named first
       (the relation inverted);
     - ``fix="restate"`` (the toy world v3 attempt, ``benchmarks/results/toy_world_v3.md``): the canonical
-      caption naming the missing object again at the end (:func:`~promptloop_env.toy.grammar.restate`).
+      caption naming the missing object again at the end (:func:`~promptloop_env.toy.grammar.restate`);
+    - ``fix="emphasise"``: the canonical caption with the missing object's colour word doubled in place
+      (:func:`~promptloop_env.toy.grammar.emphasise`).
 
     When both objects show, the prompt in force is kept. The starting prompt is the canonical caption (with
     ``second_first``: the query's second object named first). Past ``act_until`` the prompt is held. Queries
     outside the grammar are passed through unchanged.
     """
 
-    FIXES = ("reorder", "restate")
+    FIXES = ("reorder", "restate", "emphasise")
 
     def __init__(
         self,
@@ -163,6 +168,8 @@ class NeglectController:
     def _fixed(self, spec: Spec, missing: int) -> str:
         if self.fix == "restate":
             return restate(spec, missing)
+        if self.fix == "emphasise":
+            return emphasise(spec, missing)
         return describe(spec) if missing == 0 else describe(swapped(spec))
 
     def act(self, observations: Any) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "Spec",
     "caption",
     "describe",
+    "emphasise",
     "model_caption",
     "user_query",
     "parse",
@@ -370,6 +371,7 @@ def model_caption(
     dialect_rate: float = 0.08,
     drop: float = 0.1,
     restated: int | None = None,
+    salient_form: str = "restate",
 ) -> str:
     """A training caption of the toy model: its own dialect.
 
@@ -378,12 +380,14 @@ def model_caption(
     synonym). The model therefore answers best to captions written like :func:`describe`, and only weakly to
     the synonyms and word orders users write (:func:`user_query`), as text-to-image models answer best to
     prompts written like their training captions. ``restated``: the index of the object a two-object caption
-    names again at the end (:func:`restate`; always in the canonical form).
+    makes salient, in the canonical form: named again at the end (``salient_form="restate"``, :func:`restate`)
+    or its colour word doubled (``"emphasis"``, :func:`emphasise`).
     """
     if not 0.0 <= dialect_rate <= 1.0:
         raise ValueError(f"dialect_rate must be in [0, 1], got {dialect_rate!r}.")
     if restated is not None:
-        return restate(_dropped(spec_of(scene), rng, drop), restated)
+        spec = _dropped(spec_of(scene), rng, drop)
+        return emphasise(spec, restated) if salient_form == "emphasis" else restate(spec, restated)
     if rng.random() < dialect_rate:
         return caption(scene, rng, drop=drop)
     return describe(_dropped(spec_of(scene), rng, drop))
@@ -448,15 +452,21 @@ def describe(spec: Spec) -> str:
     on a white background"). ``parse(describe(spec)) == spec``; the toy policy learns to write it."""
     if not isinstance(spec, Spec):
         raise TypeError(f"describe() takes a Spec, got {type(spec).__name__}.")
+    return _describe(spec)
 
-    def noun(obj: ObjectSpec) -> str:
-        words = [_SIZE_WORDS[obj.size][0] if obj.size else None, obj.color, obj.shape and _SHAPE_WORDS[obj.shape][0]]
+
+def _describe(spec: Spec, emphasis: int | None = None) -> str:
+    """:func:`describe`, with the colour word of object ``emphasis`` doubled (:func:`emphasise`)."""
+
+    def noun(obj: ObjectSpec, emphasised: bool) -> str:
+        color = obj.color and (f"{obj.color} {obj.color}" if emphasised else obj.color)
+        words = [_SIZE_WORDS[obj.size][0] if obj.size else None, color, obj.shape and _SHAPE_WORDS[obj.shape][0]]
         text = _join(*words)
         return ("an " if text[0] in "aeiou" else "a ") + text
 
-    parts = [noun(spec.objects[0])]
+    parts = [noun(spec.objects[0], emphasis == 0)]
     if len(spec.objects) == 2:
-        parts += [_RELATION_PHRASES[spec.relation][0] if spec.relation else "and", noun(spec.objects[1])]
+        parts += [_RELATION_PHRASES[spec.relation][0] if spec.relation else "and", noun(spec.objects[1], emphasis == 1)]
     elif spec.position:
         parts.append(_POSITION_PHRASES[spec.position][0])
     if spec.background:
@@ -481,6 +491,23 @@ def restate(spec: Spec, index: int) -> str:
     obj = spec.objects[index]
     noun = _join(obj.color, obj.shape and _SHAPE_WORDS[obj.shape][0])
     return f"{describe(spec)}, {'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def emphasise(spec: Spec, index: int) -> str:
+    """The canonical caption of a two-object ``spec`` with object ``index``'s colour word doubled in place
+    (``"a small red red circle to the left of a blue square"``): emphasis in the object's own slot, as prompt
+    weighting strengthens one phrase of a prompt on real models. Trained with ``--salient-form emphasis``
+    (:mod:`promptloop_env.toy.train`), the emphasised object is always drawn as stated and the other object
+    carries the pair's risk of neglect or colour leakage. ``parse(emphasise(spec, i)) == spec``."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"emphasise() takes a Spec, got {type(spec).__name__}.")
+    if len(spec.objects) != 2 or index not in (0, 1) or spec.objects[index].color is None:
+        raise ValueError(
+            "emphasise() doubles the colour word of one object of a two-object spec: index must be 0 or 1, the "
+            f"spec must have two objects and that object a colour; got index {index!r} for "
+            f"{len(spec.objects)} object(s)."
+        )
+    return _describe(spec, emphasis=index)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -585,6 +612,8 @@ def parse(caption: str) -> Spec:
             objects[-1]["size"] = value
             kind = "postsize"
         elif kind in ("size", "color"):
+            if kind == "color" and previous == "color" and pending.get("color") == value:
+                continue  # the colour word doubled in place: emphasis (see emphasise())
             if kind in pending:
                 raise _error(caption, f"two {kind}s for one object ({surface!r})")
             pending[kind] = value

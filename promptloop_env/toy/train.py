@@ -11,10 +11,11 @@ latents of train-split scenes. The data is what gives the world its failures (to
   more than the image shows), and in ``--leak`` of them it draws one object in the other's colour, so the
   model neglects an object or leaks a colour in a noise-dependent fraction of its samples. Which object:
   the second-named one (``--failed-object second``, toy world v2) or either at random (``either``, v3);
-- in ``--restate`` of the two-object scenes the caption names one object again at the end
-  (:func:`~promptloop_env.toy.grammar.restate`); that object is always drawn as stated and the failure, at the
-  same rate, falls on the other one (meant to make restating a missing object help and restating one
-  blindly not; the toy world v3 attempt measured how much a model learns of it:
+- in ``--restate`` of the two-object scenes the caption makes one object salient: it names it again at the end
+  (``--salient-form restate``, :func:`~promptloop_env.toy.grammar.restate`) or doubles its colour word in place
+  (``emphasis``, :func:`~promptloop_env.toy.grammar.emphasise`); that object is always drawn as stated and the
+  failure, at the same rate, falls on the other one (meant to make a missing object's salience help and a blind
+  one not; the toy world v3 attempt measured how much a model learns of the restate form:
   ``benchmarks/results/toy_world_v3.md``).
 
 ``--init-from FOLDER`` continues from a trained toy model (its VAE, text encoder and UNet) instead of starting
@@ -73,6 +74,7 @@ class TrainConfig:
     leak: float = 0.0
     failed_object: str = "second"
     restate: float = 0.0
+    salient_form: str = "restate"
     init_from: str = ""
     share_vae: bool = False
     eval_every: int = 500
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(**vars(parser.parse_args(argv)))
     if cfg.failed_object not in ("second", "either"):
         raise SystemExit(f"--failed-object must be 'second' or 'either'; got {cfg.failed_object!r}")
+    if cfg.salient_form not in ("restate", "emphasis"):
+        raise SystemExit(f"--salient-form must be 'restate' or 'emphasis'; got {cfg.salient_form!r}")
     if not (0 <= cfg.neglect and 0 <= cfg.leak and cfg.neglect + cfg.leak <= 1 and 0 <= cfg.restate <= 1):
         raise SystemExit(
             "--neglect and --leak must be >= 0 with a sum <= 1, and --restate in [0, 1]; got "
@@ -295,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                 dialect_rate=cfg.dialect_rate,
                 drop=cfg.caption_drop,
                 restated=None if restated[i] < 0 else restated[i],
+                salient_form=cfg.salient_form,
             )
             for i in idx
         ]
@@ -366,7 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         + ("" if cfg.init_from else f"--vae-steps {cfg.vae_steps} --unet-channels {cfg.unet_channels} ")
         + f"--unet-steps {cfg.unet_steps} --pool {cfg.pool} "
         f"--neglect {cfg.neglect} --leak {cfg.leak} --failed-object {cfg.failed_object} --restate {cfg.restate} "
-        f"--dialect-rate {cfg.dialect_rate} --lr {cfg.lr} --eval-every {cfg.eval_every}"
+        + (f"--salient-form {cfg.salient_form} " if cfg.salient_form != "restate" else "")
+        + f"--dialect-rate {cfg.dialect_rate} --lr {cfg.lr} --eval-every {cfg.eval_every}"
         + (f" --vae-from {cfg.vae_from}" if cfg.vae_from else "")
         + (f" --init-from {cfg.init_from}" if cfg.init_from else "")
         + (" --share-vae" if cfg.share_vae else "")
