@@ -3,6 +3,7 @@ maths and settings, apart from the diffusion model's noise.
 
     python benchmarks/grpo_clean_signal.py --out benchmarks/results/grpo_clean_signal.md
     python benchmarks/grpo_clean_signal.py --agent /tmp/policy --settings 1e-3,0.04,4,4 --updates 50
+    python benchmarks/grpo_clean_signal.py --measure toy,runs/toy/agent     # the shares of trained agents only
 
 The toy policy rewrites two-object user-style queries (train split) at a first refinement point (blank preview,
 as :mod:`toy_policy_probe` asks it); the reward reads the rewrite's text alone: 1 if it keeps the query's meaning
@@ -16,6 +17,7 @@ second object first, both. Each setting starts from the same policy and seed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,6 +74,60 @@ def run(agent_dir: str, lr: float, kl: float, q: int, g: int, updates: int, ever
     return {"curve": curve, "greedy": shares(agent, test, greedy=True), "max_kl": max(kls), "minutes": minutes}
 
 
+def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list[list[str]]:
+    """The same decisions' GRPO signal in the env: the untrained policy's episodes on two-object train queries
+    (the ``promptloop train`` env: random refinement points, one initial noise per group of ``group_size``), and
+    the mean group advantage of the episodes that make each decision, with its 95 % CI."""
+    from agents.config import TrainConfig, load_agent, make_envs
+    from agents.evaluate import ci95
+    from agents.grpo import group_advantages
+    from agents.rollout import collect
+
+    torch.manual_seed(seed)
+    agent = load_agent(agent_dir)
+    config = TrainConfig()
+    queries_per_update = 4
+    envs = make_envs(config.env_id, queries_per_update * group_size, **config.env_kwargs())
+    train = sample_queries(2000, "train", seed, num_objects=2, style="user")
+    rng = np.random.default_rng(seed)
+    decisions: dict[str, list[bool]] = {k: [] for k in ("keep", "second", "all second", "all first")}
+    advantages: list[float] = []
+    for _ in range(updates):
+        distinct = [train[i] for i in rng.integers(0, len(train), queries_per_update)]
+        seeds = [int(x) for x in rng.integers(0, 2**31 - 1, queries_per_update)]
+        queries = [q for q in distinct for _ in range(group_size)]
+        episodes = collect(agent, envs, queries, [x for x in seeds for _ in range(group_size)])
+        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+        advantages += group_advantages(rewards, group_size).tolist()
+        for q, e in zip(queries, episodes, strict=True):
+            order = [first_colour(q, t.prompt) for t in e.turns]
+            decisions["keep"].append(keeps_meaning(q, e.turns[0].prompt))
+            decisions["second"].append(order[0] == "second")
+            decisions["all second"].append(all(o == "second" for o in order))
+            decisions["all first"].append(all(o == "first" for o in order))
+    envs.close()
+    a = np.array(advantages)
+    labels = {
+        "keep": "first rewrite keeps the meaning",
+        "second": "first rewrite names the second object first",
+        "all second": "every rewrite names the second object first",
+        "all first": "every rewrite names the first object first",
+    }
+    rows = [["all episodes", f"{len(a)}", "", f"zero advantage (a group of equal rewards): {np.mean(a == 0):.2f}"]]
+    for key, label in labels.items():
+        mask = np.array(decisions[key])
+        yes, no = a[mask], a[~mask]
+        rows.append(
+            [
+                label,
+                f"{mask.sum()} of {len(a)}",
+                f"{yes.mean():+.3f} +- {ci95(yes):.3f}",
+                f"{no.mean():+.3f} +- {ci95(no):.3f}",
+            ]
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", default=str(TOY_POLICY_DIR), help="the policy (an agent folder)")
@@ -84,7 +140,23 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the table to this Markdown file")
+    parser.add_argument(
+        "--env-signal", type=int, default=0, help="also measure the decisions' signal in the env over N updates (G = 8)"
+    )
+    parser.add_argument(
+        "--measure", default=None, help="comma-separated agents ('toy' or folders): print their shares, train nothing"
+    )
     args = parser.parse_args()
+    if args.measure:
+        from agents.config import load_agent
+
+        test = sample_queries(200, "test", args.seed + 1, num_objects=2, style="user")
+        for name in args.measure.split(","):
+            agent = load_agent(name)
+            for greedy in (False, True):
+                cells = " / ".join(f"{v:.2f}" for v in shares(agent, test, greedy=greedy).values())
+                print(f"{name} ({'greedy' if greedy else 'sampled'}): keep / second / both {cells}")
+        return
     rows, steps = [], []
     for setting in args.settings.split(";"):
         lr, kl, q, g = (float(x) for x in setting.split(","))
@@ -98,15 +170,29 @@ def main() -> None:
         print(rows[-1], flush=True)
     lines = report.header("GRPO on a clean signal: the toy policy's rewrite, rewarded by its text")
     lines += [
-        f"Policy: `{args.agent}`. Reward = meaning kept + second object named first (0..2), on two-object "
-        f"user-style train queries; {args.updates} updates of Q queries x G rewrites (`agents.grpo.grpo_update`, "
-        "LoRA r = 8); cells: shares of 'meaning kept / second object first / both' on 200 held-out test-split "
-        "two-object queries, sampled at temperature 1 (the last share column greedy). Max KL: the largest "
-        "per-update mean of the k3 estimate.",
+        f"Policy: `{os.path.relpath(args.agent)}`. Reward = meaning kept + second object named first (0..2), on "
+        f"two-object user-style train queries; {args.updates} updates of Q queries x G rewrites "
+        "(`agents.grpo.grpo_update`, LoRA r = 8); cells: shares of 'meaning kept / second object first / both' "
+        "on 200 held-out test-split two-object queries, sampled at temperature 1 (the last share column "
+        "greedy). Max KL: the largest per-update mean of the k3 estimate.",
         "",
     ]
     header = ["lr", "KL coef", "Q x G", *(f"update {u}" for u in steps), "greedy after", "max KL", "minutes"]
     lines += report.table(header, rows)
+    if args.env_signal:
+        lines += [
+            "",
+            "## The same decisions' signal in the env",
+            "",
+            f"The untrained policy in `PromptLoop-v0` as `promptloop train` runs it (random refinement points, one "
+            f"initial noise per group), {args.env_signal} updates of 4 two-object train queries x G = 8: the mean "
+            "GRPO advantage (reward minus group mean, over group std) of the episodes that make each decision, "
+            "and of those that do not (95 % CIs). In the clean signal above, naming the second object first adds 1 "
+            "to the reward, about one group standard deviation.",
+            "",
+        ]
+        table = env_signal(args.agent, args.env_signal, 8, args.seed)
+        lines += report.table(["decision", "episodes", "mean advantage with", "without"], table, align="lrrr")
     report.write(args.out, lines)
 
 
