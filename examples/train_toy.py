@@ -73,6 +73,13 @@ def main() -> None:
         f"{paired(closed, identity)}, the room a policy has on this world (benchmarks/results/toy_headroom.md; "
         "the ablation of the shipped policy: benchmarks/results/harness/ablation_focus/ablation.md)."
     )
+    _, low, high = paired_interval(trained.rewards, untrained_row.rewards)
+    if low <= 0 <= high:
+        print(
+            f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}): on this "
+            "world the reward carries little signal for the one decision that pays (which object to name first); "
+            "measured in benchmarks/results/grpo_clean_signal.md."
+        )
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
     print(f"eval table: {out / 'eval.md'}")
