@@ -4,6 +4,7 @@ and each ``promptloop bench`` experiment on a tiny budget writing its table, CSV
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -140,7 +141,7 @@ def _check_outputs(folder, name, expected_rows):
 def test_bench_ablation_and_unseen_backbone(tmp_path):
     out = tmp_path / "ablation"
     args = ["bench", "ablation", *TINY, *TINY_TRAINING, "--train-seeds", "0,1", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*args, "--lr", "2e-3", "--kl-coef", "0.01"]) == 0
     # identity, 2 scripted references, then the untrained policy, one-shot, 2 x no preview, 2 x preview and PPO,
     # each sampled and greedy
     rows, text = _check_outputs(out, "ablation", 1 + 2 + 2 * 7)
@@ -165,6 +166,10 @@ def test_bench_ablation_and_unseen_backbone(tmp_path):
     assert "share of the scripted closed-loop gain" in text and "episodes/s" in text
     agent = out / "runs" / "rl-k-preview-s0" / "agent"
     assert agent.is_dir()
+    for run in ("rl-k-preview-s0", "ppo-k-preview"):  # the training flags reach every run
+        config = json.loads((out / "runs" / run / "config.json").read_text())
+        assert (config["lr"], config["kl_coef"]) == (2e-3, 0.01)
+    assert "learning rate 0.002, KL coefficient 0.01" in text
 
     out = tmp_path / "unseen"
     args = ["bench", "unseen-backbone", *TINY, "--modes", "greedy", "--agent", str(agent), "--out", str(out)]
