@@ -77,7 +77,8 @@ def run(agent_dir: str, lr: float, kl: float, q: int, g: int, updates: int, ever
 def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list[list[str]]:
     """The same decisions' GRPO signal in the env: the untrained policy's episodes on two-object train queries
     (the ``promptloop train`` env: random refinement points, one initial noise per group of ``group_size``), and
-    the mean group advantage of the episodes that make each decision, with its 95 % CI."""
+    the mean group advantage of the episodes that make each decision, with its 95 % CI; beside it, the same
+    difference under the clean reward of the episodes' first rewrites (:func:`reward`), grouped the same way."""
     from agents.config import TrainConfig, load_agent, make_envs
     from agents.evaluate import ci95
     from agents.grpo import group_advantages
@@ -92,6 +93,7 @@ def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list
     rng = np.random.default_rng(seed)
     decisions: dict[str, list[bool]] = {k: [] for k in ("keep", "second", "all second", "all first")}
     advantages: list[float] = []
+    clean: list[float] = []
     for _ in range(updates):
         distinct = [train[i] for i in rng.integers(0, len(train), queries_per_update)]
         seeds = [int(x) for x in rng.integers(0, 2**31 - 1, queries_per_update)]
@@ -99,6 +101,8 @@ def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list
         episodes = collect(agent, envs, queries, [x for x in seeds for _ in range(group_size)])
         rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
         advantages += group_advantages(rewards, group_size).tolist()
+        texts = torch.tensor([reward(q, e.turns[0].prompt) for q, e in zip(queries, episodes, strict=True)])
+        clean += group_advantages(texts.float(), group_size).tolist()
         for q, e in zip(queries, episodes, strict=True):
             order = [first_colour(q, t.prompt) for t in e.turns]
             decisions["keep"].append(keeps_meaning(q, e.turns[0].prompt))
@@ -106,14 +110,16 @@ def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list
             decisions["all second"].append(all(o == "second" for o in order))
             decisions["all first"].append(all(o == "first" for o in order))
     envs.close()
-    a = np.array(advantages)
+    a, c = np.array(advantages), np.array(clean)
     labels = {
         "keep": "first rewrite keeps the meaning",
         "second": "first rewrite names the second object first",
         "all second": "every rewrite names the second object first",
         "all first": "every rewrite names the first object first",
     }
-    rows = [["all episodes", f"{len(a)}", "", f"zero advantage (a group of equal rewards): {np.mean(a == 0):.2f}"]]
+    rows = [
+        ["all episodes", f"{len(a)}", f"zero advantage (a group of equal rewards): {np.mean(a == 0):.2f}", "", "", ""]
+    ]
     for key, label in labels.items():
         mask = np.array(decisions[key])
         yes, no = a[mask], a[~mask]
@@ -123,6 +129,8 @@ def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list
                 f"{mask.sum()} of {len(a)}",
                 f"{yes.mean():+.3f} +- {ci95(yes):.3f}",
                 f"{no.mean():+.3f} +- {ci95(no):.3f}",
+                f"{yes.mean() - no.mean():+.3f}",
+                f"{c[mask].mean() - c[~mask].mean():+.3f}",
             ]
         )
     return rows
@@ -187,12 +195,13 @@ def main() -> None:
             f"The untrained policy in `PromptLoop-v0` as `promptloop train` runs it (random refinement points, one "
             f"initial noise per group), {args.env_signal} updates of 4 two-object train queries x G = 8: the mean "
             "GRPO advantage (reward minus group mean, over group std) of the episodes that make each decision, "
-            "and of those that do not (95 % CIs). In the clean signal above, naming the second object first adds 1 "
-            "to the reward, about one group standard deviation.",
+            "and of those that do not (95 % CIs), their difference, and that difference had the same groups been "
+            "rewarded by the clean reward above (meaning kept + second object first, of the first rewrite).",
             "",
         ]
         table = env_signal(args.agent, args.env_signal, 8, args.seed)
-        lines += report.table(["decision", "episodes", "mean advantage with", "without"], table, align="lrrr")
+        header = ["decision", "episodes", "mean advantage with", "without", "difference", "clean reward: difference"]
+        lines += report.table(header, table, align="lrrrrr")
     report.write(args.out, lines)
 
 

@@ -272,6 +272,8 @@ def test_model_captions_are_mostly_the_canonical_dialect():
         assert parse(text) == spec_of(pair) and marker in text
     color = pair.objects[1].color
     assert f"{color} {color}" in model_caption(pair, rng, restated=1, salient_form="emphasis")
+    with pytest.raises(ValueError, match="salient_form"):
+        model_caption(pair, rng, restated=1, salient_form="shout")
 
 
 def test_user_queries_are_parsed_and_unlike_the_captions():

@@ -385,6 +385,8 @@ def model_caption(
     """
     if not 0.0 <= dialect_rate <= 1.0:
         raise ValueError(f"dialect_rate must be in [0, 1], got {dialect_rate!r}.")
+    if salient_form not in ("restate", "emphasis"):
+        raise ValueError(f"salient_form must be 'restate' or 'emphasis', got {salient_form!r}.")
     if restated is not None:
         spec = _dropped(spec_of(scene), rng, drop)
         return emphasise(spec, restated) if salient_form == "emphasis" else restate(spec, restated)
