@@ -276,6 +276,23 @@ def test_model_captions_are_mostly_the_canonical_dialect():
         model_caption(pair, rng, restated=1, salient_form="shout")
 
 
+def test_plain_color_captions_never_use_the_colour_synonyms_users_write():
+    from promptloop_env.toy.grammar import color_synonyms, model_caption, user_query
+
+    synonyms = set(color_synonyms())
+    assert {"scarlet", "navy", "turquoise"} <= synonyms and not synonyms & set(COLORS)
+    rng = np.random.default_rng(0)
+    plain, mixed, user = set(), set(), set()
+    for _ in range(2000):
+        scene = random_scene(rng)
+        text = model_caption(scene, rng, dialect_rate=1.0, drop=0.0, plain_colors=True)
+        assert parse(text) == spec_of(scene), text
+        plain |= set(text.split())
+        mixed |= set(model_caption(scene, rng, dialect_rate=1.0, drop=0.0).split())
+        user |= set(user_query(scene, rng).split())
+    assert not plain & synonyms and synonyms <= mixed and synonyms <= user
+
+
 def test_user_queries_are_parsed_and_unlike_the_captions():
     from promptloop_env.toy.grammar import describe, user_query
 
@@ -398,6 +415,24 @@ def test_training_data_failures_fall_on_the_object_that_is_not_restated():
     assert all(draw_failure(rng, single, **v3) == (-1, (), ()) for _ in range(100))
 
 
+def test_forgetting_words_redraws_only_the_tokens_no_seen_word_uses():
+    from promptloop_env.toy.grammar import color_synonyms, vocabulary
+    from promptloop_env.toy.model import TOY_MODEL_B_DIR, load_toy_pipeline
+    from promptloop_env.toy.train import forget_words
+
+    pipe = load_toy_pipeline(TOY_MODEL_B_DIR, cache=False)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    before = table.detach().clone()
+    synonyms = color_synonyms()
+    seen = [w for w in vocabulary() if w not in synonyms]
+    tokens = forget_words(pipe.text_encoder, pipe.tokenizer, synonyms, seen, seed=0)
+    assert "navy</w>" in tokens and "scar" in tokens and "an</w>" not in tokens  # "cyan", "orange" keep "an"
+    ids = pipe.tokenizer.convert_tokens_to_ids(tokens)
+    changed = (table.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(ids)
+    assert table[ids].std().item() < 0.05 < before[ids].std().item()  # back to the init scale (0.02)
+
+
 def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path):
     import json
 
@@ -408,7 +443,7 @@ def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path)
     tiny = ["--pool", "64", "--batch", "8", "--unet-steps", "2", "--warmup", "1", "--eval-every", "2"]
     tiny += ["--eval-queries", "2", "--eval-seeds", "1", "--threads", "1", "--log", str(log)]
     v4 = ["--neglect", "0.35", "--leak", "0.25", "--failed-object", "either", "--restate", "0.3"]
-    v4 += ["--salient-form", "emphasis"]
+    v4 += ["--salient-form", "emphasis", "--plain-colors"]
     main([*tiny, *v4, "--init-from", str(TOY_MODEL_B_DIR), "--share-vae", "--out", str(out)])
     assert not (out / "vae").exists()  # toy-b shares the main model's VAE
     assert sorted(p.name for p in out.rglob("*.safetensors")) == [
@@ -417,7 +452,8 @@ def test_training_script_continues_a_toy_model_and_saves_it_atomically(tmp_path)
     ]
     assert json.loads((out / "training_config.json").read_text())["chosen_step"] == 2
     assert "--init-from" in log.read_text() and "--unet-channels" not in log.read_text()
-    assert "--salient-form emphasis" in log.read_text()
+    assert "--salient-form emphasis" in log.read_text() and "--plain-colors" in log.read_text()
+    assert "forgot the colour synonyms scarlet" in log.read_text()
     assert list(load_toy_pipeline(out, cache=False).unet.config.block_out_channels) == [32, 64]
     with pytest.raises(SystemExit, match="--failed-object"):
         main([*tiny, "--failed-object", "first", "--out", str(tmp_path / "c")])

@@ -29,6 +29,7 @@ __all__ = [
     "Scene",
     "Spec",
     "caption",
+    "color_synonyms",
     "describe",
     "emphasise",
     "model_caption",
@@ -284,8 +285,8 @@ def random_scene(rng: np.random.Generator, num_objects: int | None = None) -> Sc
 # Caption writer
 
 
-def _noun_phrase(obj: Object, keep_size: bool, rng: np.random.Generator) -> str:
-    color = _pick(rng, _COLOR_WORDS[obj.color])
+def _noun_phrase(obj: Object, keep_size: bool, rng: np.random.Generator, plain_colors: bool = False) -> str:
+    color = _COLOR_WORDS[obj.color][0] if plain_colors else _pick(rng, _COLOR_WORDS[obj.color])
     shape = _pick(rng, _SHAPE_WORDS[obj.shape])
     if keep_size:
         size = _pick(rng, _SIZE_WORDS[obj.size])
@@ -311,13 +312,14 @@ def _join(*parts: str | None) -> str:
     return " ".join(p for p in parts if p)
 
 
-def caption(scene: Scene, rng: np.random.Generator, drop: float = 0.0) -> str:
+def caption(scene: Scene, rng: np.random.Generator, drop: float = 0.0, plain_colors: bool = False) -> str:
     """A random lowercase phrasing of ``scene``.
 
     The word order (one of four templates per number of objects), articles, synonyms and commas are random.
     ``drop`` is the probability that each optional attribute (each object's size, the position, the
     relation, the background) is left out; a dropped relation joins the two objects with "and". Colour and
-    shape of each object are always stated.
+    shape of each object are always stated; ``plain_colors``: each colour by its caption word only ("red",
+    never :func:`color_synonyms` such as "scarlet").
     """
     if not isinstance(scene, Scene):
         raise TypeError(f"caption() takes a Scene, got {type(scene).__name__}.")
@@ -326,7 +328,7 @@ def caption(scene: Scene, rng: np.random.Generator, drop: float = 0.0) -> str:
     keep_sizes = [rng.random() >= drop for _ in scene.objects]
     keep_place = rng.random() >= drop  # the position (one object) or the relation (two objects)
     keep_bg = rng.random() >= drop
-    nps = [_noun_phrase(o, k, rng) for o, k in zip(scene.objects, keep_sizes, strict=True)]
+    nps = [_noun_phrase(o, k, rng, plain_colors) for o, k in zip(scene.objects, keep_sizes, strict=True)]
     bg = _pick(rng, _BACKGROUND_TEMPLATES).format(_pick(rng, _BACKGROUND_WORDS[scene.background])) if keep_bg else None
     template = int(rng.integers(4))
     if len(scene.objects) == 1:
@@ -372,6 +374,7 @@ def model_caption(
     drop: float = 0.1,
     restated: int | None = None,
     salient_form: str = "restate",
+    plain_colors: bool = False,
 ) -> str:
     """A training caption of the toy model: its own dialect.
 
@@ -381,7 +384,9 @@ def model_caption(
     the synonyms and word orders users write (:func:`user_query`), as text-to-image models answer best to
     prompts written like their training captions. ``restated``: the index of the object a two-object caption
     makes salient, in the canonical form: named again at the end (``salient_form="restate"``, :func:`restate`)
-    or its colour word doubled (``"emphasis"``, :func:`emphasise`).
+    or its colour word doubled (``"emphasis"``, :func:`emphasise`). ``plain_colors``: the random phrasings too
+    name colours by their caption words only, so the colour words users reach for (:func:`color_synonyms`)
+    never occur (toy world v5).
     """
     if not 0.0 <= dialect_rate <= 1.0:
         raise ValueError(f"dialect_rate must be in [0, 1], got {dialect_rate!r}.")
@@ -391,8 +396,13 @@ def model_caption(
         spec = _dropped(spec_of(scene), rng, drop)
         return emphasise(spec, restated) if salient_form == "emphasis" else restate(spec, restated)
     if rng.random() < dialect_rate:
-        return caption(scene, rng, drop=drop)
+        return caption(scene, rng, drop=drop, plain_colors=plain_colors)
     return describe(_dropped(spec_of(scene), rng, drop))
+
+
+def color_synonyms() -> list[str]:
+    """The colour words users reach for that are not a colour's caption word ("scarlet" for red, ...)."""
+    return [word for forms in _COLOR_WORDS.values() for word in forms[1:]]
 
 
 def _rare(rng: np.random.Generator, forms: tuple[str, ...], p_rare: float) -> str:

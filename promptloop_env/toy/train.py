@@ -16,7 +16,10 @@ latents of train-split scenes. The data is what gives the world its failures (to
   (``emphasis``, :func:`~promptloop_env.toy.grammar.emphasise`); that object is always drawn as stated and the
   failure, at the same rate, falls on the other one (meant to make a missing object's salience help and a blind
   one not; the toy world v3 attempt measured how much a model learns of the restate form:
-  ``benchmarks/results/toy_world_v3.md``).
+  ``benchmarks/results/toy_world_v3.md``);
+- with ``--plain-colors`` every caption names a colour by its caption word only ("red", never "scarlet"), so
+  the colour words users reach for (:func:`~promptloop_env.toy.grammar.color_synonyms`) are words the model
+  never sees (toy world v5): a user's "navy box" is a box of any colour to it until a prompt says "blue".
 
 ``--init-from FOLDER`` continues from a trained toy model (its VAE, text encoder and UNet) instead of starting
 from scratch (the toy world v3 attempt was the v2 model trained on for a second stage with the new data).
@@ -45,7 +48,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grammar import Scene, model_caption, random_scene, sample_queries, spec_of, split_of
+from .grammar import (
+    Scene,
+    color_synonyms,
+    model_caption,
+    random_scene,
+    sample_queries,
+    spec_of,
+    split_of,
+    vocabulary,
+)
 from .model import TOY_GUIDANCE_SCALE, TOY_MODEL_DIR, build_toy_pipeline, load_toy_pipeline
 from .renderer import render
 from .scorer import accuracy
@@ -75,6 +87,7 @@ class TrainConfig:
     failed_object: str = "second"
     restate: float = 0.0
     salient_form: str = "restate"
+    plain_colors: bool = False
     init_from: str = ""
     share_vae: bool = False
     eval_every: int = 500
@@ -133,6 +146,24 @@ def _images(rng: np.random.Generator, n: int, train_only: bool = False, **failur
         images.append(render(scene, rng=rng, hidden=hidden, leaked=leaked))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return scenes, pixels, restated
+
+
+def forget_words(text_encoder, tokenizer, words: list[str], seen: list[str], seed: int) -> list[str]:
+    """Draw again, from the text encoder's initial distribution, the token-embedding rows used by ``words`` and
+    by none of the ``seen`` words; return those tokens. A continued model then knows ``words`` no better than a
+    model whose captions never used them."""
+
+    def tokens_of(word: str) -> list[int]:
+        return tokenizer(word, add_special_tokens=False).input_ids
+
+    kept = {t for word in seen for t in tokens_of(word)}
+    ids = sorted({t for word in words for t in tokens_of(word)} - kept)
+    table = text_encoder.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(seed)
+    std = text_encoder.config.initializer_range * text_encoder.config.initializer_factor
+    with torch.no_grad():
+        table[ids] = torch.randn(len(ids), table.shape[1], generator=generator) * std
+    return tokenizer.convert_ids_to_tokens(ids)
 
 
 def _save_atomically(write, out: Path) -> None:
@@ -236,6 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.out)
     if cfg.init_from:
         log(f"continuing from {cfg.init_from} (its VAE, text encoder and UNet; stage 1 skipped)")
+        if cfg.plain_colors:
+            synonyms = color_synonyms()
+            seen = [w for w in vocabulary() if w not in synonyms]
+            tokens = forget_words(pipe.text_encoder, pipe.tokenizer, synonyms, seen, cfg.seed)
+            log(f"forgot the colour synonyms {', '.join(synonyms)}: token rows {', '.join(tokens)} drawn again")
     elif cfg.vae_from:
         from diffusers import AutoencoderKL
 
@@ -300,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                 drop=cfg.caption_drop,
                 restated=None if restated[i] < 0 else restated[i],
                 salient_form=cfg.salient_form,
+                plain_colors=cfg.plain_colors,
             )
             for i in idx
         ]
@@ -372,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         + f"--unet-steps {cfg.unet_steps} --pool {cfg.pool} "
         f"--neglect {cfg.neglect} --leak {cfg.leak} --failed-object {cfg.failed_object} --restate {cfg.restate} "
         + (f"--salient-form {cfg.salient_form} " if cfg.salient_form != "restate" else "")
+        + ("--plain-colors " if cfg.plain_colors else "")
         + f"--dialect-rate {cfg.dialect_rate} --lr {cfg.lr} --eval-every {cfg.eval_every}"
         + (f" --vae-from {cfg.vae_from}" if cfg.vae_from else "")
         + (f" --init-from {cfg.init_from}" if cfg.init_from else "")
