@@ -108,7 +108,7 @@ def test_a_bf16_policy_drives_an_fp32_env():
 
 def test_training_with_bf16_autocast_and_gradient_checkpointing_on_cpu(tiny_run):
     config = tiny_run(
-        "r", num_inference_steps=4, num_refinements=1, updates=1, checkpoint_every=10, log_images_every=0,
+        "r", num_inference_steps=8, num_refinements=1, updates=1, checkpoint_every=10, log_images_every=0,
         mixed_precision="bf16", gradient_checkpointing=True, device="cpu",
         shared_noise=False,  # two seeds per query: the group's rewards differ even if its prompts do not
     )  # fmt: skip

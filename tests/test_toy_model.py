@@ -70,6 +70,25 @@ def test_model_draws_the_queried_colour():
     assert placed >= 0.5 * 2 * len(COLOUR_QUERIES), f"only {placed} of {2 * len(COLOUR_QUERIES)} positions right"
 
 
+def test_model_does_not_know_the_colour_words_only_users_write():
+    # Toy world v5: the captions named colours by their caption words only, so a user's synonym ("navy") leaves
+    # the colour to chance while the caption word ("blue") is followed (the dialect headroom of the world).
+    from promptloop_env.toy.grammar import _COLOR_WORDS
+
+    synonym_queries = [
+        " ".join(_COLOR_WORDS[w][1] if w in _COLOR_WORDS else w for w in q.split()) for q in COLOUR_QUERIES
+    ]
+    envs = gym.make_vec("PromptLoop-v0", num_envs=len(COLOUR_QUERIES), num_refinements=1)
+    hits = {}
+    for name, queries in (("caption words", COLOUR_QUERIES), ("synonyms", synonym_queries)):
+        hits[name] = 0
+        for seed in (0, 100):
+            obs, _ = envs.reset(seed=seed, options={"query": queries})
+            _, _, _, _, info = envs.step(list(obs["query"]))
+            hits[name] += sum(score(img, q).checks["color"] for img, q in zip(info["image"], queries, strict=True))
+    assert hits["caption words"] >= 12 and hits["synonyms"] <= 6, hits
+
+
 def test_toy_rewards_on_renders_of_the_query():
     rng = np.random.default_rng(3)
     alignment, all_correct = make_reward("toy_alignment"), make_reward("toy_all_correct")

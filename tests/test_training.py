@@ -122,7 +122,9 @@ def _redness():
 @pytest.mark.slow
 def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
     """GRPO on "redness" teaches the toy policy to ask for red whatever the query; identity (queries of other
-    colours) gets no red at all. The one refinement point is at step 1, so the prompt still decides the image."""
+    colours) gets no red at all. The one refinement point is at step 1, so the prompt still decides the image.
+    Sampled at temperature 2: the toy model draws red only for the word "red" (toy world v5), and at its own
+    temperature the policy's rewrites of these queries never say it, so no group would differ."""
     queries = ["a blue square", "a green circle", "a large cyan triangle", "a yellow square on a white background"]
     (tmp_path / "queries.txt").write_text("\n".join(queries) + "\n")
     config = tiny_run(
@@ -137,6 +139,7 @@ def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
         updates=30,
         lr=1e-2,
         kl_coef=0.0,
+        temperature=2.0,
         checkpoint_every=30,
         log_images_every=0,
     )
