@@ -120,17 +120,24 @@ def env_signal(agent_dir: str, updates: int, group_size: int, seed: int) -> list
     rows = [
         ["all episodes", f"{len(a)}", f"zero advantage (a group of equal rewards): {np.mean(a == 0):.2f}", "", "", ""]
     ]
-    for key, label in labels.items():
-        mask = np.array(decisions[key])
-        yes, no = a[mask], a[~mask]
+    kept, second = np.array(decisions["keep"]), np.array(decisions["second"])
+    splits = [(label, np.array(decisions[key]), np.ones(len(a), bool)) for key, label in labels.items()]
+    # The reorder pays only if the rewrite also keeps the meaning: the same decision within each half.
+    splits += [
+        ("first rewrite names the second object first, among those that keep the meaning", second, kept),
+        ("first rewrite names the second object first, among those that lose it", second, ~kept),
+    ]
+    for label, decided, among in splits:
+        mask, rest = decided & among, ~decided & among
+        yes, no = a[mask], a[rest]
         rows.append(
             [
                 label,
-                f"{mask.sum()} of {len(a)}",
+                f"{mask.sum()} of {among.sum()}",
                 f"{yes.mean():+.3f} +- {ci95(yes):.3f}",
                 f"{no.mean():+.3f} +- {ci95(no):.3f}",
                 f"{yes.mean() - no.mean():+.3f}",
-                f"{c[mask].mean() - c[~mask].mean():+.3f}",
+                f"{c[mask].mean() - c[rest].mean():+.3f}",
             ]
         )
     return rows
