@@ -71,14 +71,15 @@ def main() -> None:
         f"The trained agent (sampled) {verdict}: {paired(trained, identity)} (paired 95 % CI), from "
         f"{paired(untrained_row, identity)} before training; the scripted closed-loop controller gains "
         f"{paired(closed, identity)}, the room a policy has on this world (benchmarks/results/toy_headroom.md; "
-        "the ablation of the shipped policy: benchmarks/results/harness/ablation_focus/ablation.md)."
+        "the ablation of the shipped policy on toy world v2: benchmarks/results/harness/ablation_focus/ablation.md)."
     )
     _, low, high = paired_interval(trained.rewards, untrained_row.rewards)
     if low <= 0 <= high:
         print(
-            f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}): on this "
-            "world the reward carries little signal for the one decision that pays (which object to name first); "
-            "measured in benchmarks/results/grpo_clean_signal.md."
+            f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}): most of "
+            "its gain is the pretrained rewrite into the model's words; the decision left to learn (naming the "
+            "second object first) pays only in rewrites that keep the query's meaning, which the policy writes "
+            "about half the time, so in the env its signal averages out (benchmarks/results/grpo_clean_signal.md)."
         )
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
