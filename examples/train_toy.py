@@ -7,7 +7,7 @@ generic image and text skills; LoRA; K = 5 refinement points at random steps; 4 
 update, each group from one initial noise), followed by an evaluation on held-out user-style toy queries (the
 same env seeds for every row, K = 5 uniform refinement points) of identity, the scripted open-loop rewrite and
 closed-loop controller of ``benchmarks/toy_headroom.py``, the untrained policy, and the trained one (sampled at
-its temperature and greedy). About five minutes on 2 CPU cores. It prints the eval table, a closing line that
+its temperature and greedy). About three minutes on 2 CPU cores. It prints the eval table, a closing line that
 says what the numbers mean, and where the TensorBoard logs and agent are.
 """
 
@@ -78,8 +78,8 @@ def main() -> None:
         print(
             f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}): most of "
             "its gain is the pretrained rewrite into the model's words; the decision left to learn (naming the "
-            "second object first) pays only in rewrites that keep the query's meaning, which the policy writes "
-            "about half the time, so in the env its signal averages out (benchmarks/results/grpo_clean_signal.md)."
+            "second object first) pays only in rewrites that keep the query's meaning, which the policy writes in "
+            "about four of ten, so in the env its signal averages out (benchmarks/results/grpo_clean_signal.md)."
         )
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
