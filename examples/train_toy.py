@@ -71,7 +71,7 @@ def main() -> None:
         f"The trained agent (sampled) {verdict}: {paired(trained, identity)} (paired 95 % CI), from "
         f"{paired(untrained_row, identity)} before training; the scripted closed-loop controller gains "
         f"{paired(closed, identity)}, the room a policy has on this world (benchmarks/results/toy_headroom.md; "
-        "the ablation of the shipped policy on toy world v2: benchmarks/results/harness/ablation_focus/ablation.md)."
+        "the ablation: benchmarks/results/harness/ablation/ablation.md)."
     )
     _, low, high = paired_interval(trained.rewards, untrained_row.rewards)
     if low <= 0 <= high:
