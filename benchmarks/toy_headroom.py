@@ -140,9 +140,11 @@ def main() -> None:
             add(label, run(Rewrite(name), envs, test))
     add(
         "closed loop: neglect controller ("
-        + {"reorder": "names a missing object first", "restate": "restates a missing object"}.get(
-            fix, "emphasises a missing object"
-        )
+        + {
+            "reorder": "names a missing object first",
+            "restate": "restates a missing object",
+            "emphasise": "emphasises a missing object",
+        }[fix]
         + f" until {act_until:.0%} done, from "
         + ("the second object named first)" if second_first else "the canonical caption)"),
         run(NeglectController(act_until, min_mass, second_first, fix=fix), envs, test),

@@ -76,10 +76,9 @@ def main() -> None:
     _, low, high = paired_interval(trained.rewards, untrained_row.rewards)
     if low <= 0 <= high:
         print(
-            f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}): most of "
-            "its gain is the pretrained rewrite into the model's words; the decision left to learn (naming the "
-            "second object first) pays only in rewrites that keep the query's meaning, which the policy writes in "
-            "about four of ten, so in the env its signal averages out (benchmarks/results/grpo_clean_signal.md)."
+            f"Training left the agent level with its untrained self ({paired(trained, untrained_row)}); why, "
+            "measured on the shipped world: benchmarks/results/grpo_clean_signal.md (how much signal each "
+            "decision of the policy carries in the env) and benchmarks/results/harness/ablation/ablation.md."
         )
     print(f"TensorBoard (scalars, preview strips, prompts): tensorboard --logdir {result['tensorboard']}")
     print(f"trained agent (LoRA adapter on the toy policy): {result['agent']}")
