@@ -103,6 +103,12 @@ def test_the_focus_stage_rewrites_pairs_into_the_plain_caption_in_either_order()
     pairs = [q for q, a in rewrites if len(parse(q).objects) == 2]
     assert 0.55 < len(pairs) / len(rewrites) < 0.85  # 70 % pairs
     assert all(a in (describe(parse(q)), describe(swapped(parse(q)))) for q, a in rewrites)
+    bank = trajectories(4, "train", seed=5)
+    previews = {id(p) for t in bank for p in t.previews}
+    others = [o for o, _ in (focus_example(rng, "train", 0.7, bank) for _ in range(200))]
+    others = [o for o in others if not o["query"].endswith("\nrewrite the text")]
+    from_previews = np.mean([id(o["preview"]) in previews for o in others])
+    assert 0.3 < from_previews < 0.7  # with a bank the other skills read previews half of the time
 
 
 def test_pretraining_writes_a_policy_driven_by_the_rewrite_instruction(tmp_path):
@@ -114,8 +120,11 @@ def test_pretraining_writes_a_policy_driven_by_the_rewrite_instruction(tmp_path)
     for skill in SKILLS:
         assert f"{skill} (render)" in log and f"{skill} (trajectory)" in log
     assert "| skills | 2 |" in log and "| focus | 2 |" in log
-    main([*args, "--init-from", str(tmp_path / "p"), "--out", str(tmp_path / "q")])  # the focus stage alone
+    # the focus stage alone, its learning rate on a cosine to a tenth
+    main([*args, "--init-from", str(tmp_path / "p"), "--focus-schedule", "cosine", "--out", str(tmp_path / "q")])
     assert "Stage `skills` skipped" in (tmp_path / "q" / "pretrain_log.md").read_text()
+    with pytest.raises(SystemExit):
+        main([*args, "--focus-schedule", "linear", "--out", str(tmp_path / "r")])
 
 
 @pytest.fixture(scope="module")

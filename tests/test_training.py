@@ -121,11 +121,16 @@ def _redness():
 
 @pytest.mark.slow
 def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
-    """GRPO on "redness" teaches the toy policy to ask for red whatever the query; identity (queries of other
-    colours) gets no red at all. The one refinement point is at step 1, so the prompt still decides the image.
-    Sampled at temperature 2: the toy model draws red only for the word "red" (toy world v5), and at its own
-    temperature the policy's rewrites of these queries never say it, so no group would differ."""
-    queries = ["a blue square", "a green circle", "a large cyan triangle", "a yellow square on a white background"]
+    """GRPO on "redness" teaches the toy policy to name the red object of a pair first: the toy model neglects
+    the second-named object of a pair (toy world v5), and the queries name red second, so identity often draws
+    no red. The policy keeps the query's meaning and names either object first, so its groups differ by that
+    decision alone. The one refinement point is at step 1, where the prompt still decides what is drawn."""
+    queries = [
+        "a blue square to the left of a red circle",
+        "a green circle above a red square",
+        "a yellow triangle below a large red circle",
+        "a cyan square to the right of a red triangle on a white background",
+    ]
     (tmp_path / "queries.txt").write_text("\n".join(queries) + "\n")
     config = tiny_run(
         "learn",
@@ -139,16 +144,16 @@ def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
         updates=30,
         lr=1e-2,
         kl_coef=0.0,
-        temperature=2.0,
         checkpoint_every=30,
         log_images_every=0,
     )
     result = train(config, progress=False)
     envs = make_envs("PromptLoop-v0", 8, **config.env_kwargs())
     trained = evaluate(load_agent(str(result["agent"])), envs, queries * 2, seed=100)
+    untrained = evaluate(load_agent("toy"), envs, queries * 2, seed=100)
     identity = evaluate(Identity(), envs, queries * 2, seed=100)
-    print(markdown_table({"identity": identity, "trained": trained}))
-    assert identity.mean < 0.005 and trained.mean > identity.mean + 0.02
+    print(markdown_table({"identity": identity, "untrained": untrained, "trained": trained}))
+    assert trained.mean > untrained.mean + 0.015 and trained.mean > identity.mean + 0.03
 
 
 def test_damaged_checkpoints_are_refused_by_file_and_resume_falls_back(tmp_path, capsys, tiny_run):
