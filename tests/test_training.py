@@ -121,10 +121,11 @@ def _redness():
 
 @pytest.mark.slow
 def test_grpo_learns_a_reward_with_a_known_optimum(tmp_path, tiny_run):
-    """GRPO on "redness" teaches the toy policy to name the red object of a pair first: the toy model neglects
-    the second-named object of a pair (toy world v5), and the queries name red second, so identity often draws
-    no red. The policy keeps the query's meaning and names either object first, so its groups differ by that
-    decision alone. The one refinement point is at step 1, where the prompt still decides what is drawn."""
+    """GRPO on "redness" teaches the toy policy to ask for a large red object (the reward's optimum). The queries
+    name red second of a pair, which the toy model neglects (toy world v5), so identity draws little red; the
+    untrained policy keeps the query's meaning and names either object first, so its groups differ first by that
+    decision, then by whatever else brings red (with no KL penalty it ends up repeating "large" and "red"). The
+    one refinement point is at step 1, where the prompt still decides what is drawn."""
     queries = [
         "a blue square to the left of a red circle",
         "a green circle above a red square",
