@@ -140,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> str:
             policy, envs, queries, seed=args.seed, one_shot=args.one_shot and spec not in BASELINES, greedy=args.greedy
         )
     envs.close()
-    table = markdown_table(results)
+    # Every agent ran the same queries with the same env seeds: paired differences from the first.
+    table = markdown_table(results, baseline=next(iter(results)) if len(results) > 1 else None)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(table + "\n")

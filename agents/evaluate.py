@@ -112,17 +112,32 @@ def evaluate(
     )
 
 
-def markdown_table(results: Mapping[str, EvalResult]) -> str:
-    """One row per policy: mean reward +- 95 % CI, n, each component's mean, the agent's fallback rate."""
+def markdown_table(results: Mapping[str, EvalResult], baseline: str | None = None) -> str:
+    """One row per policy: mean reward +- 95 % CI, n, each component's mean, the agent's fallback rate.
+
+    ``baseline``: the label of one of ``results``; a column then gives every other policy's paired difference
+    from it with its 95 % CI (:func:`paired_interval`: the results must come from the same queries and env seeds,
+    as :func:`evaluate` with one ``queries`` and ``seed`` gives them)."""
+    if baseline is not None and baseline not in results:
+        raise ValueError(f"baseline={baseline!r} is not one of the results ({', '.join(map(repr, results))}).")
     names = sorted({c for r in results.values() for c in r.components})
     header = ["policy", "mean reward", "95% CI", "n", *names, "fallback rate"]
+    if baseline is not None:
+        header.insert(4, f"vs {baseline} (paired)")
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, result in results.items():
+        paired = []
+        if baseline is not None:
+            paired = [""]
+            if label != baseline:
+                m, lo, hi = paired_interval(result.rewards, results[baseline].rewards)
+                paired = [f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"]
         cells = [
             label,
             f"{result.mean:.4f}",
             f"[{result.mean - result.ci95:.4f}, {result.mean + result.ci95:.4f}]",
             str(len(result.rewards)),
+            *paired,
             *(f"{result.components[c].mean():.4f}" if c in result.components else "" for c in names),
             "" if math.isnan(result.fallback_rate) else f"{result.fallback_rate:.3f}",
         ]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from agents.baselines import Identity
 from agents.checkpoint import atomic_folder
 from agents.cli import load_config, main
-from agents.evaluate import evaluate, markdown_table
+from agents.evaluate import EvalResult, evaluate, markdown_table
 from agents.train import CheckpointError, ConfigError, load_agent, make_envs, train
 from promptloop_env.rewards import register_reward
 
@@ -105,7 +105,19 @@ def test_eval_command_writes_a_table(tmp_path, capsys):
     assert code == 0
     table = out.read_text()
     assert "| identity |" in table and "| toy |" in table and "95% CI" in table
+    assert "vs identity (paired)" in table  # the first agent is the paired baseline of the others
     assert table.strip() in capsys.readouterr().out
+
+
+def test_markdown_table_pairs_episodes_with_the_baseline():
+    base = EvalResult(rewards=np.array([0.1, 0.5, 0.9, 0.3]))
+    other = EvalResult(rewards=np.array([0.2, 0.6, 1.0, 0.4]))  # +0.1 on every episode: a zero-width interval
+    table = markdown_table({"base": base, "other": other}, baseline="base")
+    assert "| vs base (paired) |" in table.splitlines()[0]
+    assert "+0.1000 [+0.1000, +0.1000]" in table
+    assert "vs" not in markdown_table({"base": base, "other": other}).splitlines()[0]
+    with pytest.raises(ValueError, match="baseline='nope' is not one of the results"):
+        markdown_table({"base": base}, baseline="nope")
 
 
 @register_reward("test_redness")
