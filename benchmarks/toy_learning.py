@@ -37,7 +37,7 @@ from grpo_clean_signal import shares  # noqa: E402
 from agents.baselines import make_baseline  # noqa: E402
 from agents.bench import first_last, tb_scalars, train_agent  # noqa: E402
 from agents.config import load_agent  # noqa: E402
-from agents.evaluate import eval_queries, evaluate, paired_interval  # noqa: E402
+from agents.evaluate import eval_queries, evaluate  # noqa: E402
 from agents.train import make_envs  # noqa: E402
 from promptloop_env.toy.grammar import sample_queries  # noqa: E402
 
@@ -104,24 +104,25 @@ def main() -> None:
     for label, result in rows.items():
         for mode in ("sampled", "greedy"):
             r, s = result[mode]["rewards"], result[mode]["shares"]
-            m, lo, hi = paired_interval(r, identity)
-            cells = [label, mode, report.mean_ci(r), f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
-            if result is base:
-                cells.append("")
-            else:
-                m, lo, hi = paired_interval(r, base[mode]["rewards"])
-                cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-            cells.append(f"{s['keep']:.2f} / {s['second']:.2f} / {s['both']:.2f}")
-            table.append(cells)
+            table.append(
+                [
+                    label,
+                    mode,
+                    report.mean_ci(r),
+                    report.paired_delta(r, identity),
+                    "" if result is base else report.paired_delta(r, base[mode]["rewards"]),
+                    f"{s['keep']:.2f} / {s['second']:.2f} / {s['both']:.2f}",
+                ]
+            )
     lines = report.header("GRPO in the env on the toy world's one decision")
     lines += [
         f"Training: `promptloop train` defaults (GRPO, K = 5 random refinement points, full previews, shared noise "
         f"per group, KL 0.04, LoRA r = 8) with 8 queries x G = 8 per update, 4 minibatches, lr {args.lr:g}, on "
         f"{len(pairs)} distinct two-object `toy-user-train`-style queries; {args.stages} stage(s) of "
         f"{args.updates} updates, each continuing the last. Eval: {args.eval_n} held-out `toy-user-test` queries "
-        "(all kinds), env seeds 0..{n}, K = 5 uniform points, the same episodes for every row; paired 95 % CIs. "
-        "Shares: of first rewrites (blank preview) of 200 held-out two-object queries, 'meaning kept / second "
-        "object first / both'.".replace("{n}", str(args.eval_n - 1)),
+        f"(all kinds), env seeds 0..{args.eval_n - 1}, K = 5 uniform points, the same episodes for every row; "
+        "paired 95 % CIs. Shares: of first rewrites (blank preview) of 200 held-out two-object queries, 'meaning "
+        "kept / second object first / both'.",
         "",
     ]
     lines += report.table(["policy", "mode", "toy_alignment [95% CI]", "vs identity", "vs untrained", "shares"], table)
