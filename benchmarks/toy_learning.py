@@ -41,6 +41,40 @@ from agents.evaluate import eval_queries, evaluate  # noqa: E402
 from agents.train import make_envs  # noqa: E402
 from promptloop_env.toy.grammar import sample_queries  # noqa: E402
 
+BATCH = dict(group_size=8, queries_per_update=8, minibatches=4)  # 64 episodes per update, 4 gradient steps
+
+
+def write_pairs(work: Path) -> Path:
+    """The 4,000 distinct two-object user-style train queries every run here trains on, as a query file."""
+    pairs = list(dict.fromkeys(sample_queries(4000, "train", 0, drop=0.2, num_objects=2, style="user")))
+    path = work / "pairs.txt"
+    path.write_text("\n".join(pairs) + "\n")
+    return path
+
+
+def measure(agent, envs, queries: list[str], probe: list[str]) -> dict[str, dict]:
+    """Sampled and greedy rewards on the eval episodes (one sampling stream for every agent), and the shares."""
+    out = {}
+    for mode in ("sampled", "greedy"):
+        torch.manual_seed(0)
+        result = evaluate(agent, envs, queries, seed=0, greedy=mode == "greedy")
+        out[mode] = {"rewards": result.rewards, "shares": shares(agent, probe, greedy=mode == "greedy")}
+    return out
+
+
+def stage_line(label: str, command: str, run) -> str:
+    """One training run's line: wall time, throughput, training return and KL from its TensorBoard log."""
+    _, returns = tb_scalars(run.tensorboard, "charts/episodic_return")
+    _, eps = tb_scalars(run.tensorboard, "charts/episodes_per_second")
+    _, tokens = tb_scalars(run.tensorboard, "charts/tokens_per_second")
+    _, kl = tb_scalars(run.tensorboard, "objective/kl")
+    first, last = first_last(returns)
+    return (
+        f"- {label} (`{command}`): {run.minutes:.1f} min; median {np.median(eps):.2f} episodes/s, "
+        f"{np.median(tokens):.0f} agent tokens/s; training return {first:.3f} (first 10 % of updates) -> "
+        f"{last:.3f} (last 10 %); k3 KL to the untrained policy: median {np.median(kl):.2f}, max {np.max(kl):.2f}."
+    )
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,48 +89,34 @@ def main() -> None:
     start = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    pairs = list(dict.fromkeys(sample_queries(4000, "train", 0, drop=0.2, num_objects=2, style="user")))
-    (work / "pairs.txt").write_text("\n".join(pairs) + "\n")
+    pairs_file = write_pairs(work)
+    pairs = pairs_file.read_text().splitlines()
     probe = sample_queries(200, "test", 1, num_objects=2, style="user")  # grpo_clean_signal --measure's queries
     queries = eval_queries("toy-user-test", args.eval_n, seed=0)
     envs = make_envs("PromptLoop-v0", 50)
 
-    def measure(agent) -> dict[str, dict]:
-        out = {}
-        for mode in ("sampled", "greedy"):
-            torch.manual_seed(0)  # the same sampling stream for every agent
-            result = evaluate(agent, envs, queries, seed=0, greedy=mode == "greedy")
-            out[mode] = {"rewards": result.rewards, "shares": shares(agent, probe, greedy=mode == "greedy")}
-        return out
-
     identity = evaluate(make_baseline("identity"), envs, queries, seed=0).rewards
-    rows = {"untrained (`toy`)": measure(load_agent("toy"))}
+    rows = {"untrained (`toy`)": measure(load_agent("toy"), envs, queries, probe)}
     print("untrained", {m: r["rewards"].mean() for m, r in rows["untrained (`toy`)"].items()}, flush=True)
     training = []
     agent_spec = "toy"
     for stage in range(1, args.stages + 1):
         run = train_agent(
-            f"stage{stage}", work, agent=agent_spec, queries=str(work / "pairs.txt"), group_size=8,
-            queries_per_update=8, minibatches=4, lr=args.lr, updates=args.updates, seed=stage - 1,
-            checkpoint_every=50, log_images_every=0,
+            f"stage{stage}", work, agent=agent_spec, queries=str(pairs_file), **BATCH, lr=args.lr,
+            updates=args.updates, seed=stage - 1, checkpoint_every=50, log_images_every=0,
         )  # fmt: skip
-        agent_spec = str(run.agent)
-        _, returns = tb_scalars(run.tensorboard, "charts/episodic_return")
-        _, eps = tb_scalars(run.tensorboard, "charts/episodes_per_second")
-        _, tokens = tb_scalars(run.tensorboard, "charts/tokens_per_second")
-        _, kl = tb_scalars(run.tensorboard, "objective/kl")
-        first, last = first_last(returns)
-        training.append(
-            f"- stage {stage} (`promptloop train --agent {'toy' if stage == 1 else f'<stage {stage - 1}>/agent'} "
-            f"--queries pairs.txt --group-size 8 --queries-per-update 8 --minibatches 4 --lr {args.lr:g} "
-            f"--updates {args.updates} --seed {stage - 1}`): {run.minutes:.1f} min; median {np.median(eps):.2f} "
-            f"episodes/s, {np.median(tokens):.0f} agent tokens/s; training return {first:.3f} (first 10 % of "
-            f"updates) -> {last:.3f} (last 10 %); k3 KL to the untrained policy: median {np.median(kl):.2f}, "
-            f"max {np.max(kl):.2f}."
+        command = (
+            f"promptloop train --agent {'toy' if stage == 1 else f'<stage {stage - 1}>/agent'} --queries pairs.txt "
+            f"--group-size 8 --queries-per-update 8 --minibatches 4 --lr {args.lr:g} --updates {args.updates} "
+            f"--seed {stage - 1}"
         )
+        agent_spec = str(run.agent)
+        training.append(stage_line(f"stage {stage}", command, run))
         print(training[-1], flush=True)
         total = args.updates * stage
-        rows[f"GRPO, {total} updates ({stage} stage{'s' if stage > 1 else ''})"] = measure(load_agent(agent_spec))
+        rows[f"GRPO, {total} updates ({stage} stage{'s' if stage > 1 else ''})"] = measure(
+            load_agent(agent_spec), envs, queries, probe
+        )
     envs.close()
 
     base = rows["untrained (`toy`)"]
