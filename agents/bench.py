@@ -250,6 +250,7 @@ def _train_settings(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
         num_refinements=args.num_refinements,
         queries_per_update=args.queries_per_update,
         group_size=args.group_size,
+        minibatches=args.minibatches,
         updates=args.updates,
         lr=args.lr,
         kl_coef=args.kl_coef,
@@ -374,9 +375,10 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         f"Eval: {args.eval_n} `{args.eval_queries}` queries, the same env seeds for every row, T = {T}, "
         f"K = {K} uniform refinement points (the one-shot row: K = 1 at step 0, no preview), the env's reward. "
         f"Training: {args.updates} updates of {args.queries_per_update} queries x G = {args.group_size} "
-        f"(GRPO unless named PPO), learning rate {args.lr:g}, KL coefficient "
+        f"(GRPO unless named PPO), {'the algorithm default' if args.minibatches is None else args.minibatches} "
+        f"minibatches, learning rate {args.lr:g}, KL coefficient "
         f"{'the algorithm default' if args.kl_coef is None else f'{args.kl_coef:g}'}, random refinement points, "
-        f"from `{args.base_agent}`. 'delta' is the paired "
+        f"on `{args.train_queries}`, from `{args.base_agent}`. 'delta' is the paired "
         "difference to the base model on the same episodes.",
         "",
         markdown_rows(
@@ -794,6 +796,9 @@ def _training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates", type=int, default=30, help="GRPO updates per training run")
     parser.add_argument("--queries-per-update", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=4, help="GRPO's G")
+    parser.add_argument(
+        "--minibatches", type=int, default=None, help="gradient steps per update (default: the algorithm's own)"
+    )
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="learning rate of the LoRA adapter")
     parser.add_argument(
         "--kl-coef", type=float, default=None, help="KL penalty coefficient (default: the algorithm's own)"

@@ -12,9 +12,11 @@ first refinement point). Rows are paired (the same ``toy-user-test`` queries and
 env's two schedules: ``uniform`` (steps 3/7/10/13/17, the eval default) and ``random`` (five distinct steps in
 1..19 per episode, drawn from the env seed: ``promptloop train``'s default).
 
-If the second object named first at the first point alone matches it at every point, a policy that acts once
-(one-shot) can do what one that acts five times can, and a policy that sees previews has nothing to read them
-for on this lever: the upper bound of the paper's two ablation steps on this world.
+If the second object named first at the first point alone matches it at every point, a policy that sees
+previews has nothing to read them for on this lever. A third setting, ``one-shot`` (K = 1 at step 0: the
+ablation's one-shot row), writes the rewrite from the first step, with no steps under the query before it:
+whether the lever needs that time structure (the first object laid out under the query, the second named first
+after it) or pays for a rewrite that acts once, at the start.
 """
 
 from __future__ import annotations
@@ -41,15 +43,16 @@ class SecondFirstAt:
     """The canonical caption, with the second object named first at the refinement points in ``points``.
 
     The point's index is counted from the calls: :func:`agents.rollout.collect` steps every sub-env of a batch
-    in lockstep, K calls per episode, so call ``c`` is point ``c % K``. ``points=None``: the query itself.
+    in lockstep, ``k`` calls per episode, so call ``c`` is point ``c % k``. ``points=None``: the query itself.
     """
 
-    def __init__(self, points: frozenset[int] | None) -> None:
+    def __init__(self, points: frozenset[int] | None, k: int = K) -> None:
         self.points = points
+        self.k = k
         self.calls = 0
 
     def act(self, observations: Any) -> list[str]:
-        point = self.calls % K
+        point = self.calls % self.k
         self.calls += 1
         prompts = []
         for o in split_observations(observations):
@@ -77,6 +80,17 @@ ROWS: dict[str, frozenset[int] | None] = {
     "second object first at points 0 and 1": frozenset({0, 1}),
     "second object first from point 1 on": frozenset(range(1, K)),
 }
+#: The ablation's one-shot setting (K = 1 at step 0): the rewrite is in force from the first step.
+ONE_SHOT_ROWS: dict[str, frozenset[int] | None] = {
+    "identity (the query)": None,
+    "canonical caption at every point": frozenset(),
+    "second object first at every point": frozenset({0}),
+}
+SCHEDULES = {  # name: (env settings, rows, K)
+    "uniform": (dict(schedule="uniform"), ROWS, K),
+    "random": (dict(schedule="random"), ROWS, K),
+    "one-shot": (dict(num_refinements=1, schedule=[0]), ONE_SHOT_ROWS, 1),
+}
 
 
 def main() -> None:
@@ -90,11 +104,11 @@ def main() -> None:
     test = eval_queries("toy-user-test", args.n, seed=0)
     pairs = np.array([len(parse(q).objects) == 2 for q in test])
     results: dict[str, dict[str, np.ndarray]] = {}
-    for schedule in ("uniform", "random"):
-        envs = make_envs("PromptLoop-v0", args.num_envs, schedule=schedule)
+    for schedule, (settings, rows, k) in SCHEDULES.items():
+        envs = make_envs("PromptLoop-v0", args.num_envs, **settings)
         results[schedule] = {}
-        for label, points in ROWS.items():
-            rewards = np.array([e.reward for e in run(SecondFirstAt(points), envs, test)])
+        for label, points in rows.items():
+            rewards = np.array([e.reward for e in run(SecondFirstAt(points, k), envs, test)])
             results[schedule][label] = rewards
             print(f"{schedule:8s} {label}: {rewards.mean():.4f}", flush=True)
         envs.close()
@@ -123,7 +137,11 @@ def main() -> None:
                     "" if label == every else report.paired_delta(r[pairs], rows[every][pairs]),
                 ]
             )
-        points = "steps 3/7/10/13/17" if schedule == "uniform" else "five distinct steps in 1..19 per episode"
+        points = {
+            "uniform": "steps 3/7/10/13/17",
+            "random": "five distinct steps in 1..19 per episode",
+            "one-shot": "K = 1 at step 0, the ablation's one-shot row: the rewrite is in force from the first step",
+        }[schedule]
         lines += [f"## Schedule `{schedule}` ({points})", ""]
         lines += report.table(
             [
