@@ -86,7 +86,8 @@ def train_agent(
     config.validate()
     record = out / "bench_run.json"
     if reuse and (out / "agent").is_dir() and (out / "config.json").is_file():
-        if json.loads((out / "config.json").read_text()) == dataclasses.asdict(config):
+        # config.json holds the resolved config (the algorithm's defaults filled in): compare like with like
+        if json.loads((out / "config.json").read_text()) == dataclasses.asdict(config.resolved()):
             minutes = json.loads(record.read_text())["minutes"] if record.is_file() else float("nan")
             return TrainedRun(out / "agent", out / "tensorboard", minutes)
     shutil.rmtree(out, ignore_errors=True)

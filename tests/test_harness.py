@@ -4,12 +4,13 @@ and each ``promptloop bench`` experiment on a tiny budget writing its table, CSV
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from agents.bench import paired_delta, schedules_for, tb_scalars
+from agents.bench import paired_delta, schedules_for, tb_scalars, train_agent
 from agents.cli import main
 from agents.diagnostics import (
     agent_text_embedder,
@@ -120,6 +121,18 @@ def test_train_hook_logs_diagnostics(tmp_path, tiny_run):
     assert len(similarity) == 2 and (similarity <= 1 + 1e-6).all()
     with pytest.raises(ConfigError, match="heldout_rewards"):
         TrainConfig(heldout_rewards="toy_alignment,beauty").validate()
+
+
+def test_train_agent_reuses_a_finished_run_with_the_same_settings(tmp_path, tiny_run):
+    # kl_coef / epochs / minibatches left to the algorithm: config.json holds them resolved, and reuse must match.
+    settings = {k: v for k, v in dataclasses.asdict(tiny_run("x", updates=1)).items() if k != "out"}
+    first = train_agent("run", tmp_path, reuse=True, **settings)
+    stamp = (first.agent / "adapter_model.safetensors").stat().st_mtime_ns
+    again = train_agent("run", tmp_path, reuse=True, **settings)
+    assert again.agent == first.agent and again.minutes == pytest.approx(first.minutes)
+    assert (again.agent / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # not trained again
+    other = train_agent("run", tmp_path, reuse=True, **{**settings, "lr": 2e-3})  # other settings: trained again
+    assert json.loads((other.agent.parent / "config.json").read_text())["lr"] == 2e-3
 
 
 def _csv(path):
