@@ -249,6 +249,7 @@ def _train_settings(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
         queries=args.train_queries,
         num_inference_steps=args.num_inference_steps,
         num_refinements=args.num_refinements,
+        schedule=args.train_schedule,
         queries_per_update=args.queries_per_update,
         group_size=args.group_size,
         minibatches=args.minibatches,
@@ -378,7 +379,8 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Path]:
         f"Training: {args.updates} updates of {args.queries_per_update} queries x G = {args.group_size} "
         f"(GRPO unless named PPO), {'the algorithm default' if args.minibatches is None else args.minibatches} "
         f"minibatches, learning rate {args.lr:g}, KL coefficient "
-        f"{'the algorithm default' if args.kl_coef is None else f'{args.kl_coef:g}'}, random refinement points, "
+        f"{'the algorithm default' if args.kl_coef is None else f'{args.kl_coef:g}'}, {args.train_schedule} "
+        "refinement points, "
         f"on `{args.train_queries}`, from `{args.base_agent}`. 'delta' is the paired "
         "difference to the base model on the same episodes.",
         "",
@@ -664,7 +666,8 @@ def run_overopt(args: argparse.Namespace) -> dict[str, Path]:
     eval_columns = list(dict.fromkeys(k for r in eval_rows for k in r))
     body = [
         f"Training: GRPO from `{args.base_agent}`, {args.updates} updates of {args.queries_per_update} queries x "
-        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.num_refinements} random points, on "
+        f"G = {args.group_size}, T = {args.num_inference_steps}, K = {args.num_refinements} {args.train_schedule} "
+        "points, on "
         f"the reward named "
         "by the run; the held-out rewards score the same final images against the same queries, and the prompt "
         "drift is 1 - the mean Jaccard similarity of each prompt's words with the query's, logged every update "
@@ -805,6 +808,12 @@ def _training(parser: argparse.ArgumentParser) -> None:
         "--kl-coef", type=float, default=None, help="KL penalty coefficient (default: the algorithm's own)"
     )
     parser.add_argument("--train-queries", default="toy-user-train")
+    parser.add_argument(
+        "--train-schedule",
+        default="random",
+        choices=("random", "uniform"),
+        help="where the K refinement points fall in training (random per episode, the paper's; or the eval's)",
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same settings in WORK")
 
 

@@ -154,7 +154,7 @@ def _check_outputs(folder, name, expected_rows):
 def test_bench_ablation_and_unseen_backbone(tmp_path):
     out = tmp_path / "ablation"
     args = ["bench", "ablation", *TINY, *TINY_TRAINING, "--train-seeds", "0,1", "--out", str(out)]
-    assert main([*args, "--lr", "2e-3", "--kl-coef", "0.01", "--minibatches", "2"]) == 0
+    assert main([*args, "--lr", "2e-3", "--kl-coef", "0.01", "--minibatches", "2", "--train-schedule", "uniform"]) == 0
     # identity, 2 scripted references, then the untrained policy, one-shot, 2 x no preview, 2 x preview and PPO,
     # each sampled and greedy
     rows, text = _check_outputs(out, "ablation", 1 + 2 + 2 * 7)
@@ -181,8 +181,14 @@ def test_bench_ablation_and_unseen_backbone(tmp_path):
     assert agent.is_dir()
     for run in ("rl-k-preview-s0", "ppo-k-preview"):  # the training flags reach every run
         config = json.loads((out / "runs" / run / "config.json").read_text())
-        assert (config["lr"], config["kl_coef"], config["minibatches"]) == (2e-3, 0.01, 2)
-    assert "2 minibatches, learning rate 0.002, KL coefficient 0.01" in text
+        assert (config["lr"], config["kl_coef"], config["minibatches"], config["schedule"]) == (
+            2e-3,
+            0.01,
+            2,
+            "uniform",
+        )
+    assert json.loads((out / "runs" / "rl-one-shot" / "config.json").read_text())["schedule"] == "0"
+    assert "2 minibatches, learning rate 0.002, KL coefficient 0.01, uniform refinement points" in text
 
     out = tmp_path / "unseen"
     args = ["bench", "unseen-backbone", *TINY, "--modes", "greedy", "--agent", str(agent), "--out", str(out)]
