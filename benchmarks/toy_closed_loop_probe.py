@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 import report  # benchmarks/report.py, next to this script
+from toy_headroom import run  # the headroom benchmark's paired episode runner
+from toy_lever_probe import candidate_world
 from toy_turns import K, SecondFirstAt
 
 from agents.cli import quiet_libraries
-from agents.config import make_envs
-from agents.rollout import collect
 from agents.toy.scripted import NeglectController, objects_forming, objects_seen
-from promptloop_env.toy.grammar import parse, sample_queries
-from promptloop_env.toy.model import TOY_GUIDANCE_SCALE, TOY_MODEL_DIR, load_toy_pipeline
+from promptloop_env.toy.grammar import parse
+from promptloop_env.toy.model import TOY_MODEL_DIR
 
 BLIND: dict[str, frozenset[int] | None] = {
     "identity (the query)": None,
@@ -60,20 +60,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the table to this Markdown file")
     args = parser.parse_args()
     quiet_libraries()
-    pipe = load_toy_pipeline(args.model, cache=False)
-    batch = min(50, args.n)
-    envs = make_envs("PromptLoop-v0", batch, pipeline=pipe, reward="toy_alignment", guidance_scale=TOY_GUIDANCE_SCALE)
-    queries = sample_queries(args.n, "test", 7, num_objects=2, style="user")
-    seeds = list(range(args.n))
+    envs, queries = candidate_world(args.model, args.n)
     makers: dict[str, Callable[[], Any]] = {name: (lambda p=p: SecondFirstAt(p)) for name, p in BLIND.items()}
     makers.update(CLOSED)
     rewards: dict[str, np.ndarray] = {}
     shown: dict[str, np.ndarray] = {}
     note = ""
     for name, make in makers.items():
-        episodes = []
-        for i in range(0, args.n, batch):
-            episodes += collect(make(), envs, queries[i : i + batch], seeds[i : i + batch])
+        episodes = run(make(), envs, queries)  # env seeds 0..n-1, the last batch padded
         rewards[name] = np.array([e.reward for e in episodes])
         shown[name] = np.array([objects_seen(e.image, parse(e.query)) for e in episodes])
         if not note:

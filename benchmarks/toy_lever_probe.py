@@ -16,14 +16,15 @@ about 18 for ``toy_headroom.py``: for trying a toy world before measuring its fu
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 import report  # benchmarks/report.py, next to this script
+from toy_headroom import run  # the headroom benchmark's paired episode runner
 
 from agents.baselines import Identity
 from agents.cli import quiet_libraries
 from agents.config import make_envs
-from agents.rollout import collect
 from agents.toy.scripted import NeglectController, Rewrite, objects_forming, objects_seen
 from promptloop_env.toy.grammar import parse, sample_queries
 from promptloop_env.toy.model import TOY_GUIDANCE_SCALE, TOY_MODEL_DIR, load_toy_pipeline
@@ -42,6 +43,16 @@ ROWS = {
 }
 
 
+def candidate_world(model: str, n: int) -> tuple[Any, list[str]]:
+    """The env on a candidate toy model (up to 50 episodes at once) and ``n`` two-object `toy-user-test` queries
+    (seed 7): what the candidate-model probes run on, with env seeds 0..n-1."""
+    pipe = load_toy_pipeline(model, cache=False)
+    envs = make_envs(
+        "PromptLoop-v0", min(50, n), pipeline=pipe, reward="toy_alignment", guidance_scale=TOY_GUIDANCE_SCALE
+    )
+    return envs, sample_queries(n, "test", 7, num_objects=2, style="user")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="a toy model folder (the training script's --out)")
@@ -49,16 +60,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the table to this Markdown file")
     args = parser.parse_args()
     quiet_libraries()
-    pipe = load_toy_pipeline(args.model, cache=False)
-    batch = min(50, args.n)
-    envs = make_envs("PromptLoop-v0", batch, pipeline=pipe, reward="toy_alignment", guidance_scale=TOY_GUIDANCE_SCALE)
-    queries = sample_queries(args.n, "test", 7, num_objects=2, style="user")
-    seeds = list(range(args.n))
+    envs, queries = candidate_world(args.model, args.n)
     rows, base, note = [], None, ""
     for name, make in ROWS.items():
-        episodes = []
-        for i in range(0, args.n, batch):
-            episodes += collect(make(), envs, queries[i : i + batch], seeds[i : i + batch])
+        episodes = run(make(), envs, queries)  # env seeds 0..n-1, the last batch padded
         rewards = np.array([e.reward for e in episodes])
         seen = np.array([objects_seen(e.image, parse(e.query)) for e in episodes])
         if base is None:

@@ -86,10 +86,15 @@ ONE_SHOT_ROWS: dict[str, frozenset[int] | None] = {
     "canonical caption at every point": frozenset(),
     "second object first at every point": frozenset({0}),
 }
-SCHEDULES = {  # name: (env settings, rows, K)
-    "uniform": (dict(schedule="uniform"), ROWS, K),
-    "random": (dict(schedule="random"), ROWS, K),
-    "one-shot": (dict(num_refinements=1, schedule=[0]), ONE_SHOT_ROWS, 1),
+SCHEDULES = {  # name: (env settings, rows, K, where the points fall)
+    "uniform": (dict(schedule="uniform"), ROWS, K, "steps 3/7/10/13/17"),
+    "random": (dict(schedule="random"), ROWS, K, "five distinct steps in 1..19 per episode"),
+    "one-shot": (
+        dict(num_refinements=1, schedule=[0]),
+        ONE_SHOT_ROWS,
+        1,
+        "K = 1 at step 0, the ablation's one-shot row: the rewrite is in force from the first step",
+    ),
 }
 
 
@@ -104,7 +109,7 @@ def main() -> None:
     test = eval_queries("toy-user-test", args.n, seed=0)
     pairs = np.array([len(parse(q).objects) == 2 for q in test])
     results: dict[str, dict[str, np.ndarray]] = {}
-    for schedule, (settings, rows, k) in SCHEDULES.items():
+    for schedule, (settings, rows, k, _) in SCHEDULES.items():
         envs = make_envs("PromptLoop-v0", args.num_envs, **settings)
         results[schedule] = {}
         for label, points in rows.items():
@@ -137,11 +142,7 @@ def main() -> None:
                     "" if label == every else report.paired_delta(r[pairs], rows[every][pairs]),
                 ]
             )
-        points = {
-            "uniform": "steps 3/7/10/13/17",
-            "random": "five distinct steps in 1..19 per episode",
-            "one-shot": "K = 1 at step 0, the ablation's one-shot row: the rewrite is in force from the first step",
-        }[schedule]
+        points = SCHEDULES[schedule][3]
         lines += [f"## Schedule `{schedule}` ({points})", ""]
         lines += report.table(
             [
